@@ -1,0 +1,3 @@
+"""Model definitions; importing this package registers every builder in ``MODELS``."""
+
+from distill.models import iresnet, mobilefacenet, senet_ffr  # noqa: F401  (registration)
