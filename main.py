@@ -12,6 +12,8 @@ import typer
 
 from cli.common import configure, run_app
 from cli.models import app as models_app
+from cli.bench import register as register_bench
+from cli.eval import register as register_eval
 from cli.verify import register as register_verify
 
 app = typer.Typer(
@@ -22,6 +24,8 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 register_verify(app)
+register_eval(app)
+register_bench(app)
 
 
 @app.callback()

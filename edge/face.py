@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 def detect_and_align(image: np.ndarray | ImageSource, detector: FaceDetector,
                      size: tuple[int, int] = (112, 112),
-                     max_faces: int | None = None) -> list[tuple[Face, np.ndarray]]:
+                     max_faces: int | None = None,
+                     source: str | None = None) -> list[tuple[Face, np.ndarray]]:
     """Find the faces in an image and return each with its aligned crop.
 
     Args:
@@ -24,6 +25,7 @@ def detect_and_align(image: np.ndarray | ImageSource, detector: FaceDetector,
         detector: e.g. ``YuNetDetector()``; its order (score or size) is kept.
         size: (height, width) of the aligned crops.
         max_faces: keep at most this many faces (``None``: all).
+        source: how to name the image in errors (default: described from ``image``).
 
     Returns:
         (face, crop) pairs, best first; each crop is uint8 (height, width, 3).
@@ -32,7 +34,7 @@ def detect_and_align(image: np.ndarray | ImageSource, detector: FaceDetector,
         ImageError: the image cannot be read.
         NoFaceError: the detector found no face.
     """
-    name = describe_source(image)
+    name = source or describe_source(image)
     pixels = image if isinstance(image, np.ndarray) else read_image(image)
     faces = detector.detect(pixels)
     if not faces:

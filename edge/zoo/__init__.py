@@ -81,6 +81,8 @@ def _prepared(entry: ZooEntry, root_override: str | None) -> Path:
     folder = cache_dir("models") / entry.name
     dst = folder / entry.file
     if dst.is_file() and card_path(dst).is_file():
+        if _template_id(entry) != ModelCard.load(card_path(dst)).provenance.get("card_template"):
+            _card_for(entry, dst).save(card_path(dst))  # thresholds were recalibrated since
         return dst
     folder.mkdir(parents=True, exist_ok=True)
     src = _source(entry, root_override)
@@ -134,9 +136,16 @@ def packaged_file(spec: str) -> Path | None:
 def _card_for(entry: ZooEntry, dst: Path) -> ModelCard:
     raw = json.loads((CARDS / entry.card).read_text())
     raw.update(name=entry.name, format=entry.format, file=dst.name, sha256=sha256_file(dst))
+    raw["provenance"] = dict(raw.get("provenance", {}), card_template=_template_id(entry))
     if entry.prepare in ("dequantize_onnx", "to_openvino") and raw["precision"] == "int8bq":
         raw["precision"] = "fp32"  # weights expanded from the int8 blocks: same function, FP32 math
     return ModelCard.from_dict(raw, where=f"zoo card {entry.card}")
+
+
+def _template_id(entry: ZooEntry) -> str:
+    import hashlib
+
+    return hashlib.sha256((CARDS / entry.card).read_bytes()).hexdigest()[:16]
 
 
 def zoo_names() -> list[str]:
