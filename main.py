@@ -12,7 +12,9 @@ import typer
 
 from cli.common import configure, run_app
 from cli.models import app as models_app
+from cli.access import app as access_app
 from cli.bench import register as register_bench
+from cli.demo import register as register_demo
 from cli.eval import register as register_eval
 from cli.verify import register as register_verify
 
@@ -26,6 +28,8 @@ app.add_typer(models_app, name="models")
 register_verify(app)
 register_eval(app)
 register_bench(app)
+register_demo(app)
+app.add_typer(access_app, name="access")
 
 
 @app.callback()

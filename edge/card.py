@@ -101,19 +101,27 @@ class ModelCard:
 
     # ---- decisions -------------------------------------------------------------------
     def threshold_at(self, far: float) -> Threshold:
-        """Return the calibrated threshold whose FAR is closest to ``far`` (log scale).
+        """Return the threshold calibrated at exactly ``far``.
+
+        The door's security level is the FAR the user chose; silently taking the nearest
+        calibrated one would change it, so a FAR the card lacks is an error.
 
         Raises:
-            ModelCardError: the card has no calibrated threshold.
+            ModelCardError: no thresholds, or none at ``far`` (the message lists those there are).
         """
+        import math
+
         if not self.thresholds:
             raise ModelCardError(
                 f"card {self.name} has no calibrated thresholds: run `main.py eval --model "
                 f"{self.name} --write-card` to calibrate them on masked LFW"
             )
-        import math
-
-        return min(self.thresholds, key=lambda t: abs(math.log10(t.far) - math.log10(far)))
+        for threshold in self.thresholds:
+            if math.isclose(threshold.far, far, rel_tol=1e-6):
+                return threshold
+        known = ", ".join(f"{t.far:g}" for t in sorted(self.thresholds, key=lambda t: t.far))
+        raise ModelCardError(f"card {self.name} has no threshold calibrated at FAR {far:g}; "
+                             f"choose one of: {known} (or recalibrate with `main.py eval --write-card`)")
 
     # ---- (de)serialisation ----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

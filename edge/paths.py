@@ -49,3 +49,15 @@ def cache_dir(sub: str = "") -> Path:
     path = base / sub if sub else base
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def packaged_file(spec: str) -> Path | None:
+    """Path of ``relative/path`` inside the installed ``package`` (not imported), or None."""
+    import importlib.util
+
+    package, relative = spec.split(":", 1)
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(list(found.submodule_search_locations)[0]) / relative
+    return path if path.is_file() else None

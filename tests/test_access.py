@@ -166,10 +166,10 @@ def test_margin_rule_refuses_lookalikes(lfw, card, tmp_path, key):
 
 
 def test_far_is_chosen_never_a_raw_threshold(card, lfw):
-    with pytest.raises(ConfigError, match="0.01"):
+    with pytest.raises(ModelCardError, match="choose one of: 0.01"):
         Decider(card, far=1e-3)  # the card is only calibrated at 1e-2: no silent nearest
     with pytest.raises(ModelCardError, match="no calibrated thresholds"):
-        Decider(lfw["model"].card, far=FAR)
+        Decider(dataclasses.replace(card, thresholds=()), far=FAR)
     with pytest.raises(ConfigError):
         Decider(card, far=2.0)
     with pytest.raises(ConfigError):

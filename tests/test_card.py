@@ -32,10 +32,12 @@ def test_round_trip(tmp_path):
     verify_checksum(model, card)
 
 
-def test_threshold_nearest_far(tmp_path):
+def test_threshold_only_at_a_calibrated_far(tmp_path):
     card = ModelCard.load(card_path(_card(tmp_path)))
     assert card.threshold_at(1e-3).cosine == 0.4
-    assert card.threshold_at(2e-2).cosine == 0.3
+    assert card.threshold_at(0.01).cosine == 0.3
+    with pytest.raises(ModelCardError, match="choose one of: 0.001, 0.01"):
+        card.threshold_at(2e-2)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,6 @@ the audit log should show the doubt. ``margin=0`` turns the rule off.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,14 +78,7 @@ def threshold_for(card: ModelCard, far: float) -> Threshold:
     """
     if not isinstance(far, (int, float)) or not 0 < far < 1:
         raise ConfigError(f"target FAR must be a number in (0, 1), e.g. 1e-3; got {far!r}")
-    if not card.thresholds:
-        card.threshold_at(far)  # raises ModelCardError naming the calibration command
-    for threshold in card.thresholds:
-        if math.isclose(threshold.far, far, rel_tol=1e-6):
-            return threshold
-    known = ", ".join(f"{t.far:g}" for t in sorted(card.thresholds, key=lambda t: t.far))
-    raise ConfigError(f"model card {card.name} has no threshold calibrated at FAR {far:g}; "
-                      f"choose one of: {known} (or recalibrate the card at {far:g})")
+    return card.threshold_at(far)
 
 
 def person_scores(embeddings: np.ndarray, templates: TemplateSet) -> np.ndarray:

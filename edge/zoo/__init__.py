@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge.card import ModelCard, card_path, sha256_file
 from edge.errors import ConfigError, DataRootError, ModelFileError
-from edge.paths import cache_dir, data_root
+from edge.paths import cache_dir, data_root, packaged_file
 from edge.zoo.prepare import PREPARERS
 
 log = logging.getLogger(__name__)
@@ -119,18 +119,6 @@ def _find_source(entry: ZooEntry, root_override: str | None) -> Path:
         if packaged is not None:
             return packaged
     raise DataRootError(f"{entry.name}: {problem}; download it (README, 'Models') or fix the data root")
-
-
-def packaged_file(spec: str) -> Path | None:
-    """Path of ``relative/path`` inside the installed ``package`` (not imported), or None."""
-    import importlib.util
-
-    package, relative = spec.split(":", 1)
-    found = importlib.util.find_spec(package)
-    if found is None or not found.submodule_search_locations:
-        return None
-    path = Path(list(found.submodule_search_locations)[0]) / relative
-    return path if path.is_file() else None
 
 
 def _card_for(entry: ZooEntry, dst: Path) -> ModelCard:
