@@ -14,7 +14,7 @@ import logging
 from benchmarks.embedders import Embedder
 from benchmarks.evaluate import FARS, SETS
 from benchmarks.packs import Pack
-from edge.card import ModelCard, Threshold, card_path
+from edge.card import Threshold, card_path
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)

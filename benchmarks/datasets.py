@@ -59,14 +59,14 @@ def decode_image(data: bytes, key: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes into a BGR uint8 array (grayscale JPEGs become 3 channels).
 
     Raises:
-        ImageError: the bytes are empty or not a decodable image.
+        ImageError: the bytes are empty, truncated or not a decodable image (names ``key``).
     """
-    import cv2  # OpenCV only when decoding, so parsing pairs lists stays light
+    from edge.image import read_image  # OpenCV only when decoding: parsing pairs stays light
 
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR) if data else None
-    if image is None:
-        raise ImageError(f"cannot decode image {key!r} ({len(data)} bytes): not a valid image")
-    return image
+    try:
+        return read_image(bytes(data))
+    except ImageError as err:
+        raise ImageError(f"image {key!r}: {err}") from None
 
 
 class ImageSource:

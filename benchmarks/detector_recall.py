@@ -72,33 +72,14 @@ class RecallReport:
 
 
 def lfw_pair_images(pairs_path: Path) -> list[str]:
-    """Return the distinct tgz member paths named by an LFW pairs list.
-
-    Args:
-        pairs_path: ``pairs.txt`` (header ``folds n``, then ``name n1 n2`` for a same
-            pair or ``name1 n1 name2 n2`` for a different pair).
-
-    Returns:
-        Sorted ``lfw/<Name>/<Name>_<NNNN>.jpg`` paths.
+    """Sorted ``lfw/<Name>/<Name>_<NNNN>.jpg`` tgz members named by an LFW pairs list.
 
     Raises:
-        DatasetError: a line has neither 3 nor 4 fields.
+        DatasetError: a malformed line (see ``benchmarks.datasets.parse_pairs``).
     """
-    members: set[str] = set()
-    lines = pairs_path.read_text().split("\n")[1:]
-    for number, line in enumerate(lines, start=2):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) == 3:
-            refs = [(fields[0], fields[1]), (fields[0], fields[2])]
-        elif len(fields) == 4:
-            refs = [(fields[0], fields[1]), (fields[2], fields[3])]
-        else:
-            raise DatasetError(f"{pairs_path}:{number}: expected 3 or 4 fields, got {line!r}: "
-                               "use the standard LFW View 2 pairs.txt")
-        members.update(f"lfw/{name}/{name}_{int(n):04d}.jpg" for name, n in refs)
-    return sorted(members)
+    from benchmarks.datasets import parse_pairs, unique_images
+
+    return [f"lfw/{key}" for key in unique_images(parse_pairs(pairs_path))]
 
 
 def iter_tar_images(tgz: Path, wanted: set[str] | None = None) -> Iterator[tuple[str, bytes]]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from edge.errors import ConfigError, DataRootError, ImageError, ModelFileError, RuntimeUnavailableError
 from edge.paths import data_file, packaged_file
+from edge.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +66,12 @@ class FaceDetector(ABC):
         """Return the faces found in ``image``, best first."""
 
 
-DETECTORS: dict[str, type[FaceDetector]] = {}
+DETECTORS: Registry[type[FaceDetector]] = Registry("detector")
 
 
 def register_detector(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:
-    """Class decorator adding a detector to ``DETECTORS`` under ``name``.
-
-    Raises:
-        ValueError: ``name`` is already registered.
-    """
-
-    def add(cls: type[FaceDetector]) -> type[FaceDetector]:
-        if name in DETECTORS:
-            raise ValueError(f"detector {name!r} is already registered ({DETECTORS[name].__name__})")
-        DETECTORS[name] = cls
-        return cls
-
-    return add
+    """Class decorator adding a detector to ``DETECTORS`` under ``name`` (duplicates raise)."""
+    return DETECTORS.register(name)
 
 
 def create_detector(name: str, **kwargs: object) -> FaceDetector:
@@ -90,9 +80,7 @@ def create_detector(name: str, **kwargs: object) -> FaceDetector:
     Raises:
         ConfigError: no detector has that name; the message lists the known ones.
     """
-    if name not in DETECTORS:
-        raise ConfigError(f"unknown detector {name!r}: choose one of {sorted(DETECTORS)}")
-    return DETECTORS[name](**kwargs)
+    return DETECTORS.create(name, **kwargs)
 
 
 @register_detector("yunet")

@@ -113,7 +113,7 @@ class TestDetect:
             YuNetDetector(model_path="/nonexistent/yunet.onnx")
 
     def test_registry(self):
-        assert DETECTORS["yunet"] is YuNetDetector
+        assert DETECTORS.get("yunet") is YuNetDetector
         assert isinstance(create_detector("yunet", backend="onnxruntime"), YuNetDetector)
         with pytest.raises(ConfigError, match="yunet"):
             create_detector("retinaface9000")
