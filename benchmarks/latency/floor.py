@@ -161,7 +161,6 @@ def model_macs(path: Path) -> tuple[int | None, str]:
 
 # ---- throughput calibration ---------------------------------------------------------------
 def _gemm_model(kind: str):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     m, k, n = GEMM_SIZE
