@@ -1,0 +1,1 @@
+"""Distillation data: prepared face sets, near-duplicate exclusion, masked training samples."""
