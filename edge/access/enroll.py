@@ -30,10 +30,15 @@ def mask_function() -> MaskFn:
     try:
         renderer = MaskRenderer()
     except DataRootError:
-        from edge.masks.procedural import draw_mask
+        from edge.masks.procedural import COLOURS, draw_mask
 
         log.info("no mask templates under a data root: enrolling with the built-in procedural mask")
-        return lambda crop, points, rng: (draw_mask(crop, points)[0], "masked:procedural")
+
+        def procedural(crop: np.ndarray, points: np.ndarray, rng: np.random.Generator):
+            index = int(rng.integers(len(COLOURS)))
+            return draw_mask(crop, points, COLOURS[index])[0], f"masked:procedural-{index}"
+
+        return procedural
 
     def render(crop: np.ndarray, points: np.ndarray, rng: np.random.Generator):
         masked, info = renderer.render(crop, points, rng)

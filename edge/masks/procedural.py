@@ -14,12 +14,14 @@ import numpy as np
 from edge.masks.landmarks import mask_targets
 
 COLOUR = (235, 205, 150)  # BGR light surgical blue
+COLOURS = (COLOUR, (240, 240, 240), (60, 60, 60), (200, 225, 190))  # blue, white, black, green
 PLEATS = 3
 
 
 def draw_mask(image_bgr: np.ndarray, landmarks: np.ndarray,
               colour: tuple[int, int, int] = COLOUR) -> tuple[np.ndarray, np.ndarray]:
     """Draw a procedural mask; returns (masked image, alpha coverage (H, W) float32)."""
+    colour = tuple(int(v) for v in colour)
     a, b, c, d, e, f = mask_targets(landmarks)
     outline = np.concatenate([_curve(a, b, c), _curve(f, e, d)]).astype(np.int32)
     h, w = image_bgr.shape[:2]
