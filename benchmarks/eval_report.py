@@ -11,7 +11,7 @@ import numpy as np
 from benchmarks.packs import Pack
 from benchmarks.plots import plot_roc, plot_score_histograms
 
-SHEET_IMAGES = 24
+SHEET_IMAGES = 16
 
 
 def write_run(folder: Path, results: dict, pack: Pack, model: dict, seconds: float) -> Path:
@@ -71,5 +71,5 @@ def _contact_sheet(pack: Pack, path: Path) -> None:
 
     picks = np.linspace(0, len(pack) - 1, SHEET_IMAGES).astype(int)
     labels = [str(pack.manifest["per_image"][i].get("template")) for i in picks]
-    sheet = contact_sheet([np.asarray(pack.masked[i]) for i in picks], labels, cols=8, tile_size=112)
+    sheet = contact_sheet([np.asarray(pack.masked[i]) for i in picks], labels, cols=8, tile_size=96)
     cv2.imwrite(str(path), sheet)

@@ -1,0 +1,1 @@
+"""One-off measurements behind statements in the reports, kept runnable."""
