@@ -95,9 +95,13 @@ def _quick_indices(pack: Pack) -> np.ndarray:
 
 
 def _cache_path(cache: str, pack: Pack, which: str):
+    """Embedding cache file for a (model sha256 + runtime) key and a pack."""
+    import hashlib
+
     from edge.paths import cache_dir
 
-    return cache_dir("embeddings") / f"{cache[:16]}-{pack.key}-{which}.npy"
+    name = hashlib.sha256(cache.encode()).hexdigest()[:16]  # the runtime is part of the key
+    return cache_dir("embeddings") / f"{name}-{pack.key}-{which}.npy"
 
 
 def _pair_embeddings(name: str, emb: dict) -> tuple[np.ndarray, np.ndarray]:
