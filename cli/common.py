@@ -7,8 +7,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from edge.errors import MaskEdgeError
 from edge.paths import DATA_ROOT_ENV
@@ -34,12 +34,15 @@ def run_app(app: typer.Typer, argv: Sequence[str] | None = None) -> int:
     except MaskEdgeError as err:
         typer.echo(f"error: {err}", err=True)
         return EXIT_USER_ERROR
-    except click.exceptions.ClickException as err:  # bad option, missing file argument...
+    except NoArgsIsHelpError as err:  # a bare group: show its help
         err.show()
+        return 0
+    except ClickException as err:  # bad option or value, missing argument: one line, exit 2
+        typer.echo(f"error: {err.format_message()} (see --help)", err=True)
+        return EXIT_USER_ERROR
+    except typer.Exit as err:
         return err.exit_code
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 1
     return result if isinstance(result, int) else 0
