@@ -1,0 +1,145 @@
+"""Distillation runs on CPU: config errors, the CLI's exit code, exact resume, 2-process DDP."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import typer
+import yaml
+
+from cli.common import run_app
+from cli.distill import register
+from distill.registry import create_model
+from distill.train.checkpoint import load_checkpoint
+from distill.train.config import load_config
+from distill.train.main import main
+from edge.errors import ConfigError
+from tests.conftest import lfw_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "distill" / "configs" / "tiny_test.yaml"
+PEOPLE = ["Aaron_Peirsol", "Abdullah_Gul", "Adrien_Brody", "Al_Gore", "Alejandro_Toledo",
+          "Alvaro_Uribe", "Amelie_Mauresmo", "Andre_Agassi", "Andy_Roddick", "Angelina_Jolie",
+          "Ann_Veneman", "Anna_Kournikova"]
+
+
+@pytest.fixture(scope="module")
+def setup(data_root, tmp_path_factory):
+    """Twelve LFW faces, a frozen tiny PyTorch teacher, and a cache shared by the tests."""
+    root = tmp_path_factory.mktemp("distill_train")
+    for name in PEOPLE:
+        (root / "faces" / name).mkdir(parents=True)
+        (root / "faces" / name / f"{name}_0001.jpg").write_bytes(lfw_bytes(data_root, name, 1))
+    torch.manual_seed(0)
+    torch.save(create_model("iresnet_tiny").state_dict(), root / "teacher.pt")
+    return root
+
+
+def _config(setup: Path, out: str, **extra):
+    overrides = {"data.train": str(setup / "faces"), "data.val_fraction": 0.17,
+                 "teacher.name": "iresnet_tiny", "teacher.path": str(setup / "teacher.pt"),
+                 "out": str(setup / out), **extra}
+    return load_config(TINY, overrides)
+
+
+@pytest.fixture()
+def cache(setup, monkeypatch):
+    monkeypatch.setenv("MASKEDGE_CACHE", str(setup / "cache"))
+
+
+def test_config_errors_list_valid_values(tmp_path):
+    with pytest.raises(ConfigError, match="valid keys: .*batch_size"):
+        load_config(TINY, {"batch_sise": 8})
+    with pytest.raises(ConfigError, match="sgd, adamw"):
+        load_config(TINY, {"optim.name": "lion"})
+    with pytest.raises(ConfigError, match="random, teacher-distilled, checkpoint:<path>"):
+        load_config(TINY, {"init": "imagenet"})
+    with pytest.raises(ConfigError, match="mobilefacenet_tiny"):
+        load_config(TINY, {"student.name": "resnet9000"})
+    with pytest.raises(ConfigError, match="kd_cosine"):
+        load_config(TINY, {"losses": [{"name": "kd_l1"}]})
+    with pytest.raises(ConfigError, match="cpu, cuda"):
+        load_config(TINY, {"device": "tpu"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(bad)
+
+
+def test_cli_bad_config_exits_2(tmp_path, capsys):
+    app = typer.Typer()
+    register(app)
+    app.callback()(lambda: None)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"optim": {"name": "lion"}}))
+    assert run_app(app, ["distill", "--config", str(bad)]) == 2
+    assert "sgd, adamw" in capsys.readouterr().err
+    assert run_app(app, ["distill", "--config", str(TINY), "--set", "nokey"]) == 2
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(setup, cache, monkeypatch):
+    import distill.train.main as train_main
+
+    main(_config(setup, "whole", epochs=3), progress=False)
+    split = _config(setup, "split", epochs=3)
+    real = train_main._end_epoch
+
+    def crash_after_first_epoch(run, epoch, step, best, train):
+        real(run, epoch, step, best, train)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_main, "_end_epoch", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        main(split, progress=False)
+    monkeypatch.setattr(train_main, "_end_epoch", real)
+    last = setup / "split" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 0
+    main(split, resume=str(last), progress=False)
+    whole = _weights(setup / "whole" / "last.pt")
+    for key, value in _weights(last).items():
+        assert torch.equal(value, whole[key]), key
+    rows = (setup / "split" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"kind": "epoch"' in r for r in rows) == 3  # no epoch logged twice
+    with pytest.raises(ConfigError, match="batch_size"):
+        main(_config(setup, "split", epochs=3, batch_size=4), resume=str(last), progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, cfg, port: int, cache: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), MASKEDGE_CACHE=cache)
+    main(cfg, progress=False)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(setup, cache):
+    """Two gloo ranks with half batches each take the steps one process takes with the whole
+    batch in two micro-batches (``accumulate: 2``, split the way the ranks split it): same
+    samples, same per-half BatchNorm statistics, averaged gradients."""
+    sgd = {"epochs": 2, "optim.name": "sgd", "optim.lr": 0.02, "optim.momentum": 0.0,
+           "optim.weight_decay": 0.0, "optim.schedule": "constant"}
+    main(_config(setup, "single", accumulate=2, **sgd), progress=False)  # also caches the data
+    ddp = _config(setup, "ddp", **sgd)
+    mp.spawn(_ddp_worker, args=(ddp, _free_port(), str(setup / "cache")), nprocs=2, join=True)
+    torch.manual_seed(0)  # the run's seed: the student's initial weights
+    start = create_model("mobilefacenet_tiny", embedding_size=32).state_dict()
+    one, two = _weights(setup / "single" / "last.pt"), _weights(setup / "ddp" / "last.pt")
+    # Parameters, not BN running statistics: rank 0 keeps only its own half's.
+    keys = [k for k, v in start.items() if v.is_floating_point() and "running" not in k]
+    assert max((one[k] - start[k]).abs().max().item() for k in keys) > 1e-3  # it trained
+    for key in keys:
+        assert torch.allclose(one[key], two[key], rtol=1e-4, atol=1e-6), key
