@@ -66,3 +66,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_student(path: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The student of a distillation checkpoint, in ``eval()`` mode, and its description.
+
+    Returns:
+        ``(model, spec)``; ``spec`` holds ``name`` (the registered model), ``embedding_size``,
+        ``input`` (rgb, mean 127.5, std 127.5, 112x112), the ``teacher`` and the ``epoch``.
+
+    Raises:
+        ModelFileError: missing or foreign file.
+    """
+    from distill.registry import create_model
+
+    state = load_checkpoint(path)
+    spec = dict(state["student"])
+    model = create_model(spec["name"], embedding_size=spec["embedding_size"])
+    model.load_state_dict(state["model"])
+    spec.update(teacher=state.get("teacher"), epoch=state["epoch"])
+    return model.eval(), spec
