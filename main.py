@@ -15,6 +15,7 @@ from cli.models import app as models_app
 from cli.access import app as access_app
 from cli.bench import register as register_bench
 from cli.demo import register as register_demo
+from cli.distill import register as register_distill
 from cli.eval import register as register_eval
 from cli.verify import register as register_verify
 
@@ -29,6 +30,7 @@ register_verify(app)
 register_eval(app)
 register_bench(app)
 register_demo(app)
+register_distill(app)
 app.add_typer(access_app, name="access")
 
 

@@ -1,0 +1,60 @@
+"""The PyTorch twin of MobileFaceNet.tflite reproduces the real model, so masked KD can start
+from the teacher's own weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import lfw_bytes
+from distill.models.complexity import count_params
+from distill.models.mobilefacenet_tf import load_tflite_weights
+from distill.models.pretrained import write_init_checkpoint
+from distill.registry import create_model
+from distill.train.checkpoint import load_student
+from edge.errors import ModelFileError
+from edge.image import read_image
+from edge.runtimes import load_model
+from edge.zoo import resolve_model
+
+PEOPLE = ("Tony_Blair", "Colin_Powell", "Serena_Williams", "Abel_Pacheco")
+
+
+def _crops(root) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.resize(read_image(lfw_bytes(root, p, 1))[65:185, 65:185], (112, 112))
+                     for p in PEOPLE])
+
+
+def _torch_embed(model, crops):
+    x = torch.from_numpy(np.ascontiguousarray(crops[..., ::-1], np.float32))
+    with torch.no_grad():
+        y = model(((x - 127.5) / 127.5).permute(0, 3, 1, 2)).numpy()
+    return y / np.linalg.norm(y, axis=1, keepdims=True)
+
+
+def test_matches_the_tflite_interpreter(data_root):
+    path = data_root / "models" / "mobilefacenet-tflite" / "MobileFaceNet.tflite"
+    model = load_tflite_weights(create_model("mobilefacenet_tf"), str(path)).eval()
+    crops = _crops(data_root)
+    reference = load_model(resolve_model("mobilefacenet-tflite")).embed(crops)
+    assert (_torch_embed(model, crops) * reference).sum(1).min() >= 0.9999
+    assert count_params(model) == 1_292_992
+
+
+def test_init_checkpoint_loads_as_a_student(data_root, tmp_path):
+    path = write_init_checkpoint(tmp_path / "init.pt")
+    model, spec = load_student(path)
+    assert spec["name"] == "mobilefacenet_tf" and spec["embedding_size"] == 192
+    assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 192)
+
+
+def test_wrong_file_and_size(tmp_path):
+    bad = tmp_path / "x.tflite"
+    bad.write_bytes(b"not a flatbuffer")
+    with pytest.raises(ModelFileError):
+        load_tflite_weights(create_model("mobilefacenet_tf"), str(bad))
+    with pytest.raises(ValueError, match="192-d"):
+        create_model("mobilefacenet_tf", embedding_size=128)
