@@ -1,0 +1,90 @@
+"""TFLite (LiteRT): FP32 and full-integer INT8 through litert-torch, NHWC input, batch 1.
+
+The graph takes NHWC input (``litert_torch.to_channel_last_io``), the layout TFLite kernels
+use, so no transpose runs at the input. litert-torch cannot lower a dynamic batch through
+MobileFaceNet's flatten, so the graph has a fixed batch of 1 and the card says so (the edge
+runtime feeds faces one by one).
+
+INT8 PTQ is torchao PT2E with litert-torch's ``PT2EQuantizer`` (symmetric INT8, per-channel
+weights, histogram-observed activations), converted with ``fold_quantize=False`` and lowered
+by ``litert_torch.convert(quant_config=...)`` into a full-integer model (int8 in and out;
+the edge runtime quantizes the input with the graph's own scale). The QAT route lowers the
+converted XNNPACK-quantizer QAT model the same way (litert-torch's own quantizer fails in QAT
+mode, ``shared/TOOLCHAIN.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from quantize.context import ExportContext
+from quantize.formats import FORMATS
+
+log = logging.getLogger(__name__)
+FORMAT = FORMATS["tflite"]
+CALIB_BATCH = 32
+
+
+def export_fp32(ctx: ExportContext) -> Path:
+    """The FP32 .tflite (NHWC, batch 1)."""
+    return _lower(ctx.student.model, ctx, ctx.artifact(FORMAT, "fp32"), quant_config=None)
+
+
+def export_int8(ctx: ExportContext) -> Path:
+    """Full-integer INT8 by PT2E post-training quantization, calibrated on the calibration split."""
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = _quantizer(ctx.keep_float)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # strict (dynamo) export records each node's source function, which litert-torch's
+    # quantizer needs to find the residual adds; without it they stay float between
+    # DEQUANTIZE/QUANTIZE pairs (measured: 12 float adds in MobileFaceNet).
+    graph = torch.export.export(ctx.student.model, (ctx.example_input(2),),
+                                dynamic_shapes=({0: batch},), strict=True).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    tensor = torch.from_numpy(ctx.calibration_tensor())
+    with torch.no_grad():
+        for start in range(0, len(tensor), CALIB_BATCH):
+            prepared(tensor[start:start + CALIB_BATCH])
+    converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
+    return _lower(converted, ctx, ctx.artifact(FORMAT, "int8-ptq"), quant_config=_quant_config(quantizer))
+
+
+def export_qat(ctx: ExportContext) -> Path:
+    """Full-integer INT8 from the converted QAT model."""
+    from quantize.errors import QuantizeError
+
+    if ctx.qat_model is None:
+        raise QuantizeError("no QAT model in this run: run quantize.qat.run_qat first")
+    return _lower(ctx.qat_model, ctx, ctx.artifact(FORMAT, "int8-qat"),
+                  quant_config=_quant_config(_quantizer(())))
+
+
+def _quantizer(keep_float: tuple[str, ...]):
+    from litert_torch.quantize.pt2e_quantizer import (PT2EQuantizer,
+                                                      get_symmetric_quantization_config)
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    for name in keep_float:
+        quantizer.set_module_name(name, None)
+    return quantizer
+
+
+def _quant_config(quantizer):
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    return QuantConfig(pt2e_quantizer=quantizer)
+
+
+def _lower(model: torch.nn.Module, ctx: ExportContext, path: Path, quant_config) -> Path:
+    import litert_torch
+
+    nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
+    sample = ctx.example_input(1).permute(0, 2, 3, 1).contiguous()
+    edge_model = litert_torch.convert(nhwc, (sample,), quant_config=quant_config)
+    edge_model.export(str(path))
+    return path
