@@ -31,7 +31,7 @@ from distill.train.distributed import DistInfo, barrier, cleanup, init_distribut
 from distill.train.engine import DistillObjective, StepContext, evaluate, train_one_epoch, validate
 from distill.train.plots import read_metrics, write_plots
 from distill.train.setup import (RunData, build_criterion, build_loaders, build_optimizer,
-                                 build_student, prepare_data)
+                                 build_student, embedding_size, prepare_data)
 from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ def _build(cfg: TrainConfig, data: RunData, info: DistInfo,
     student = build_student(cfg, data.teacher["dim"])
     if init_state is not None:
         student.load_state_dict(init_state)
-    criterion = build_criterion(cfg, student.embedding_size, data.split.num_classes)
+    size = embedding_size(cfg, data.teacher["dim"])  # not every model has .embedding_size
+    criterion = build_criterion(cfg, size, data.split.num_classes)
     if criterion.needs_labels and data.split.train_labels is None:
         raise ConfigError("a margin head needs identity labels: set data.train to lfw-folds or "
                           "an LFW-layout folder")
@@ -209,7 +210,8 @@ def _end_epoch(run: _Run, epoch: int, step: int, best: float, train: dict) -> fl
              "optimizer": optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
              "scaler": run.scaler.state_dict(), "epoch": epoch, "step": step, "best_val": best,
              "config": config_dict(cfg), "rng": rng_state(), "teacher": run.data.teacher,
-             "student": {"name": cfg.student.name, "embedding_size": objective.student.embedding_size,
+             "student": {"name": cfg.student.name,
+                         "embedding_size": embedding_size(cfg, run.data.teacher["dim"]),
                          "input": {"color": "rgb", "mean": 127.5, "std": 127.5, "size": [112, 112]}}}
     out = Path(cfg.out)
     save_checkpoint(state, out / "last.pt")

@@ -87,18 +87,23 @@ def _templates(teacher, faces: FaceSet, cfg: TrainConfig, progress: bool) -> np.
                              cfg.teacher.batch_size, progress)
 
 
-def build_student(cfg: TrainConfig, teacher_dim: int) -> torch.nn.Module:
-    """The registered student with the teacher's embedding size (template KD compares them).
+def embedding_size(cfg: TrainConfig, teacher_dim: int) -> int:
+    """The student's embedding size: ``student.embedding_size``, else the teacher's.
 
     Raises:
-        ConfigError: ``student.embedding_size`` differs from the teacher's while a KD term is used.
+        ConfigError: it differs from the teacher's while a KD term is used.
     """
     size = cfg.student.embedding_size or teacher_dim
     uses_kd = any(t.name in KD_TERMS for t in cfg.losses)
     if uses_kd and size != teacher_dim:
         raise ConfigError(f"student.embedding_size {size} != the teacher's {teacher_dim}: template "
                           "KD compares the two; leave student.embedding_size unset (null)")
-    return create_model(cfg.student.name, embedding_size=size)
+    return size
+
+
+def build_student(cfg: TrainConfig, teacher_dim: int) -> torch.nn.Module:
+    """The registered student, built with ``embedding_size(cfg, teacher_dim)``."""
+    return create_model(cfg.student.name, embedding_size=embedding_size(cfg, teacher_dim))
 
 
 def build_criterion(cfg: TrainConfig, embedding_size: int, num_classes: int) -> DistillLoss:
