@@ -68,18 +68,28 @@ def _prepare(cfg: TrainConfig, info: DistInfo, progress: bool) -> RunData:
         return RunData(faces, split, templates, meta, {**summary, "split": split.note})
     rows = np.arange(len(faces))
     if dc.dedup_phash_bits is not None or dc.dedup_cosine is not None:
-        lfw = prepare_faces(data_file(LFW), cache, None, progress)
-        lfw_templates = _templates(teacher, lfw, cfg, progress) if dc.dedup_cosine is not None else None
-        exclusion = exclude_near_duplicates(
-            faces, lfw, dc.dedup_phash_bits, templates[:, 0],
-            None if lfw_templates is None else lfw_templates[:, 0], dc.dedup_cosine)
-        rows = np.flatnonzero(exclusion.keep)
-        summary.update(lfw_copies_dropped=exclusion.counts, dedup_phash_bits=dc.dedup_phash_bits,
-                       dedup_cosine=dc.dedup_cosine)
+        rows = _exclude_lfw_copies(cfg, faces, teacher, templates, info, progress, summary)
     labelled = any(t.name not in KD_TERMS for t in cfg.losses)
     split = (labelled_split(faces, rows, dc.val_fraction, cfg.seed) if labelled
              else holdout_split(rows, dc.val_fraction, cfg.seed))
     return RunData(faces, split, templates, meta, {**summary, "split": split.note})
+
+
+def _exclude_lfw_copies(cfg: TrainConfig, faces: FaceSet, teacher, templates: np.ndarray,
+                        info: DistInfo, progress: bool, summary: dict) -> np.ndarray:
+    """Rows of ``faces`` left after dropping LFW copies (pHash, ``dedup_teacher`` cosine)."""
+    dc = cfg.data
+    lfw = prepare_faces(data_file(LFW), cache_dir("distill/faces"), None, progress)
+    ours = theirs = None
+    if dc.dedup_cosine is not None:
+        judge = teacher if dc.dedup_teacher == cfg.teacher.name else create_teacher(
+            dc.dedup_teacher, threads=cfg.threads, device=str(info.device))
+        ours = templates if judge is teacher else _templates(judge, faces, cfg, progress)
+        ours, theirs = ours[:, 0], _templates(judge, lfw, cfg, progress)[:, 0]
+    exclusion = exclude_near_duplicates(faces, lfw, dc.dedup_phash_bits, ours, theirs, dc.dedup_cosine)
+    summary.update(lfw_copies_dropped=exclusion.counts, dedup_phash_bits=dc.dedup_phash_bits,
+                   dedup_cosine=dc.dedup_cosine, dedup_teacher=dc.dedup_teacher)
+    return np.flatnonzero(exclusion.keep)
 
 
 def _templates(teacher, faces: FaceSet, cfg: TrainConfig, progress: bool) -> np.ndarray:
