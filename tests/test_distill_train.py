@@ -143,3 +143,41 @@ def test_two_process_ddp_matches_one_process(setup, cache):
     assert max((one[k] - start[k]).abs().max().item() for k in keys) > 1e-3  # it trained
     for key in keys:
         assert torch.allclose(one[key], two[key], rtol=1e-4, atol=1e-6), key
+
+
+def _fake_pack(faces_dir: Path):
+    """A pack of the fixture's 12 faces: unmasked = the aligned crops, masked = lower half
+    greyed out; ten folds of one genuine (a face with its mirror) and one impostor pair."""
+    import numpy as np
+
+    from benchmarks.packs import Pack
+    from distill.data.faces import prepare_faces
+    from edge.paths import cache_dir
+
+    faces = prepare_faces(faces_dir, cache_dir("distill/faces"), progress=False)
+    crops = np.asarray(faces.crops[:10])
+    unmasked = np.concatenate([crops, crops[:, :, ::-1]])  # 20 images: 10 people, 2 each
+    masked = unmasked.copy()
+    masked[:, 64:] = 128
+    pairs = [(i, i + 10, 1, i) for i in range(10)] + [(i, (i + 1) % 10, 0, i) for i in range(10)]
+    pairs = np.array(pairs, np.int64)
+    return Pack("fake", "fake", faces_dir, [str(i) for i in range(20)], unmasked, masked,
+                pairs[:, 0], pairs[:, 1], pairs[:, 2].astype(bool), pairs[:, 3],
+                np.tile(np.arange(10), 2), {})
+
+
+def test_evaluation_each_epoch_and_at_the_end(setup, cache, monkeypatch):
+    import json
+
+    import distill.train.main as train_main
+
+    pack = _fake_pack(setup / "faces")
+    monkeypatch.setattr(train_main, "_open_pack", lambda cfg: pack)
+    cfg = _config(setup, "evaluated", epochs=1, **{"eval.pack": "fake", "eval.initial": True})
+    main(cfg, progress=False)
+    rows = [json.loads(r) for r in (setup / "evaluated" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows if r["kind"] != "step"] == ["initial", "epoch"]
+    assert set(rows[0]["eval"]) == {"U-U", "U-M", "M-M"}
+    final = json.loads((setup / "evaluated" / "final.json").read_text())
+    assert 0.0 <= final["evaluation"]["M-M"]["accuracy"] <= 1.0
+    assert (setup / "evaluated" / "accuracy.png").is_file()

@@ -171,6 +171,7 @@ class EvalConfig:
     Attributes:
         pack: pack name for ``load_pack`` (None: no evaluation).
         sets: which comparisons to score.
+        initial: evaluate the initial weights too, before training (the curve's epoch 0).
         each_epoch: evaluate after every epoch (a full evaluation of best.pt ends every run).
         quick_each_epoch: the quick mode (folds 1-2, no all-vs-all impostors) after an epoch.
         batch_size: crops per student forward.
@@ -178,6 +179,7 @@ class EvalConfig:
 
     pack: str | None = "lfw-masked"
     sets: tuple[str, ...] = EVAL_SETS
+    initial: bool = False
     each_epoch: bool = True
     quick_each_epoch: bool = True
     batch_size: int = 128

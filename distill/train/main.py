@@ -164,6 +164,8 @@ def run_phase(cfg: TrainConfig, data: RunData, info: DistInfo, init_state: dict 
                       cfg.log_every, metrics.append, progress, cfg.accumulate)
     run = _Run(cfg, data, objective, optimizer, scheduler, scaler, val_loader, ctx, metrics,
                _open_pack(cfg) if info.is_main else None)
+    if start == 0 and run.pack is not None and cfg.eval.initial:
+        _evaluate_initial(run)
     for epoch in range(start, cfg.epochs):
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
@@ -222,6 +224,15 @@ def _end_epoch(run: _Run, epoch: int, step: int, best: float, train: dict) -> fl
     log.info("epoch %d: loss %.4f val %.4f cos %.3f %.1f img/s %s", epoch, train["loss"],
              val["val_loss"], val.get("val_cos", float("nan")), train["images_per_s"], row.get("eval", ""))
     return best
+
+
+def _evaluate_initial(run: _Run) -> None:
+    """The initialisation's accuracy (same mode as the per-epoch evaluations), as epoch -1."""
+    cfg = run.cfg
+    result = evaluate(run.objective.student, run.pack, run.ctx.info.device, cfg.eval.sets,
+                      cfg.eval.quick_each_epoch, cfg.eval.batch_size, run.ctx.channels_last)
+    run.metrics.append({"kind": "initial", "epoch": -1, "step": 0,
+                        "eval": {k: v["accuracy"] for k, v in result.items() if k in cfg.eval.sets}})
 
 
 def _open_pack(cfg: TrainConfig):

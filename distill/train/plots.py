@@ -44,14 +44,15 @@ def write_plots(rows: list[dict], folder: str | os.PathLike) -> list[Path]:
             a.grid(alpha=0.3)
             a.legend(fontsize=8)
         written.append(_save(fig, folder / "loss.png"))
-    evaluated = [r for r in epochs if r.get("eval")]
+    evaluated = [r for r in rows if r.get("kind") in ("initial", "epoch") and r.get("eval")]
     if evaluated:
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         for name in SETS:
             pts = [(r["epoch"] + 1, 100 * r["eval"][name]) for r in evaluated if name in r["eval"]]
             if pts:
                 ax.plot(*zip(*pts), "o-", label=name)
-        ax.set(xlabel="epoch", ylabel="accuracy (%)", title="masked LFW (quick: folds 1-2)")
+        ax.set(xlabel="epoch (0: initial weights)", ylabel="accuracy (%)",
+               title="masked LFW, after each epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         written.append(_save(fig, folder / "accuracy.png"))
