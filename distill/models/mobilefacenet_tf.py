@@ -65,6 +65,7 @@ class MobileFaceNetTF(nn.Module):
 
     def __init__(self, embedding_size: int | None = EMBEDDING) -> None:
         super().__init__()
+        self.embedding_size = EMBEDDING
         if embedding_size not in (None, EMBEDDING):
             raise ValueError(f"mobilefacenet_tf has a {EMBEDDING}-d embedding (its pretrained "
                              f"weights), got {embedding_size}")
