@@ -17,6 +17,7 @@ from cli.bench import register as register_bench
 from cli.demo import register as register_demo
 from cli.distill import register as register_distill
 from cli.eval import register as register_eval
+from cli.quantize import register as register_quantize
 from cli.verify import register as register_verify
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ register_eval(app)
 register_bench(app)
 register_demo(app)
 register_distill(app)
+register_quantize(app)
 app.add_typer(access_app, name="access")
 
 
