@@ -181,3 +181,14 @@ def test_evaluation_each_epoch_and_at_the_end(setup, cache, monkeypatch):
     final = json.loads((setup / "evaluated" / "final.json").read_text())
     assert 0.0 <= final["evaluation"]["M-M"]["accuracy"] <= 1.0
     assert (setup / "evaluated" / "accuracy.png").is_file()
+
+
+def test_lfw_fold_runs_are_scored_on_the_other_folds(setup, cache):
+    from distill.train.engine import held_out_pack
+
+    pack = _fake_pack(setup / "faces")
+    held = held_out_pack(pack, (1, 2, 3, 4, 5))
+    assert len(held.is_same) == 10 and sorted(set(held.fold.tolist())) == [0, 1, 2, 3, 4]
+    assert held.unmasked.shape[0] == len(held.keys) == len(held.ids)
+    original = {(pack.keys[a], pack.keys[b]) for a, b in zip(pack.idx_a[pack.fold >= 5], pack.idx_b[pack.fold >= 5])}
+    assert {(held.keys[a], held.keys[b]) for a, b in zip(held.idx_a, held.idx_b)} == original

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -191,3 +192,21 @@ def evaluate(student: nn.Module, pack: Any, device: torch.device, sets: tuple[st
     result = evaluate_embedder(embed, pack, sets=tuple(sets), quick=quick)
     log.info("evaluation (%s) took %.0f s", "quick" if quick else "full", time.perf_counter() - start)
     return result
+
+
+def held_out_pack(pack: Any, train_folds: tuple[int, ...]) -> Any:
+    """The pack restricted to the pairs (and their images) of the LFW folds not trained on.
+
+    For identity-labelled runs on ``lfw-folds``: folds are renumbered 0..k-1 (so the quick mode,
+    folds 0-1, still has pairs) and impostors are drawn only among the held-out images.
+    """
+    keep = ~np.isin(pack.fold, [f - 1 for f in train_folds])
+    images = np.unique(np.concatenate([pack.idx_a[keep], pack.idx_b[keep]]))
+    remap = np.full(len(pack.keys), -1, np.int64)
+    remap[images] = np.arange(len(images))
+    folds = np.unique(pack.fold[keep], return_inverse=True)[1]
+    return dataclasses.replace(
+        pack, key=f"{pack.key}-heldout-{''.join(map(str, train_folds))}",
+        keys=[pack.keys[i] for i in images], unmasked=np.asarray(pack.unmasked[images]),
+        masked=np.asarray(pack.masked[images]), idx_a=remap[pack.idx_a[keep]],
+        idx_b=remap[pack.idx_b[keep]], is_same=pack.is_same[keep], fold=folds, ids=pack.ids[images])

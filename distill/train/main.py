@@ -28,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 from distill.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distill.train.config import TrainConfig, config_dict, save_config
 from distill.train.distributed import DistInfo, barrier, cleanup, init_distributed
-from distill.train.engine import DistillObjective, StepContext, evaluate, train_one_epoch, validate
+from distill.train.engine import (DistillObjective, StepContext, evaluate, held_out_pack,
+                                  train_one_epoch, validate)
 from distill.train.plots import read_metrics, write_plots
 from distill.train.setup import (RunData, build_criterion, build_loaders, build_optimizer,
                                  build_student, embedding_size, prepare_data)
@@ -236,11 +237,13 @@ def _evaluate_initial(run: _Run) -> None:
 
 
 def _open_pack(cfg: TrainConfig):
+    """The evaluation pack; for ``lfw-folds`` runs only the folds not trained on."""
     if cfg.eval.pack is None:
         return None
     from benchmarks.packs import load_pack
 
-    return load_pack(cfg.eval.pack)
+    pack = load_pack(cfg.eval.pack)
+    return held_out_pack(pack, cfg.data.train_folds) if cfg.data.train == "lfw-folds" else pack
 
 
 def _final_evaluation(cfg: TrainConfig, objective: DistillObjective, data: RunData,
