@@ -17,6 +17,8 @@ CHECKPOINT = typer.Option(..., "--checkpoint", "-c", exists=True, dir_okay=False
                           help="Student checkpoint, e.g. runs/distill/<run>/last.pt.")
 OUT = typer.Option(None, "--out", "-o", help="Output folder (default: <checkpoint folder>/export).")
 CALIB = typer.Option(512, "--calib", help="Faces in the calibration split (parity, INT8 ranges, thresholds).")
+THREADS = typer.Option(None, "--threads", "-t", min=1,
+                       help="torch threads for export/QAT (default: torch's; 1 on a busy machine).")
 CALIB_SOURCE = typer.Option("lfw-holdout+utkface", "--calib-source",
                             help="lfw-holdout (grey LFW images outside the 6,000 pairs), utkface "
                                  "(colour), a folder / tgz of face photos, or several joined by '+'.")
@@ -41,11 +43,13 @@ def export(
     out: Path = OUT,
     calib: int = CALIB,
     calib_source: str = CALIB_SOURCE,
+    threads: int = THREADS,
 ) -> None:
     """Export a student to FP32 ONNX / OpenVINO / TFLite, each checked against PyTorch and carded."""
     from quantize.pipeline import RunConfig, export_models
 
-    config = RunConfig(checkpoint, _formats(formats), None, out, _calibration(calib, calib_source))
+    config = RunConfig(checkpoint, _formats(formats), None, out, _calibration(calib, calib_source),
+                       threads=threads)
     _print(export_models(config))
 
 
@@ -68,6 +72,7 @@ def quantize(
                                    help="Comma-separated conv module names INT8 leaves in float "
                                         "(the parity gate's sensitivity report names them)."),
     report: bool = typer.Option(False, "--report", help="Then write the retention report (masked LFW)."),
+    threads: int = THREADS,
 ) -> None:
     """Export FP32 and INT8 (PTQ or QAT) models; INT8 must pass the parity gate or the command fails."""
     from quantize.pipeline import RunConfig, quantize_models
@@ -77,7 +82,7 @@ def quantize(
                     freeze_observer_step=freeze_observers)
     layers = tuple(v.strip() for v in keep_float.split(",") if v.strip())
     config = RunConfig(checkpoint, _formats(formats), method.value, out,
-                       _calibration(calib, calib_source), qat, layers)
+                       _calibration(calib, calib_source), qat, layers, threads)
     summary = quantize_models(config)
     _print(summary)
     if report:

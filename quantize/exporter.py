@@ -73,10 +73,11 @@ def run_export(ctx: ExportContext, fmt: Format, tag: str, thresholds: bool = Tru
     start = time.perf_counter()
     path = _export(ctx, fmt, tag)
     seconds = time.perf_counter() - start
-    route = "FP32" if tag == "fp32" else ("QAT (torchao PT2E), " if tag == "int8-qat" else "PTQ, ") + fmt.int8_route
+    route = {"fp32": "FP32", "int8-ptq": f"PTQ, {fmt.int8_route}",
+             "int8-qat": f"QAT (torchao PT2E, XNNPACK quantizer, 7-bit weights), {fmt.qat_route}"}[tag]
     card = build_card(ctx, fmt, tag, path, seconds, route)
     card.save(card_path(path))
-    parity = _gate(ctx, path, card, tag)
+    parity = _gate(ctx, path, card)
     if thresholds:
         from edge.runtimes import load_model
 
@@ -104,7 +105,7 @@ def _export(ctx: ExportContext, fmt: Format, tag: str) -> Path:
                           "with --verbose for the converter's log, or drop this format") from err
 
 
-def _gate(ctx: ExportContext, path: Path, card: ModelCard, tag: str) -> ParityResult:
+def _gate(ctx: ExportContext, path: Path, card: ModelCard) -> ParityResult:
     precision = card.precision
     parity = check_parity(path, ctx.student, ctx.calibration.check_faces(), precision, card=card,
                           gate=ctx.gates[precision])

@@ -34,7 +34,8 @@ class Format:
         runtime: the ``edge.runtimes`` backend that runs it.
         module: the exporter module.
         int8: whether INT8 export is supported.
-        int8_route: how INT8 is made (written into the card's provenance).
+        int8_route: how post-training INT8 is made (written into the card's provenance).
+        qat_route: how the converted QAT model becomes this format.
         layout: input layout of the exported graph ("nchw" or "nhwc").
         batch: fixed graph batch, or None for a dynamic batch.
     """
@@ -45,6 +46,7 @@ class Format:
     module: str
     int8: bool
     int8_route: str
+    qat_route: str
     layout: str = "nchw"
     batch: int | None = None
 
@@ -58,12 +60,15 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format("onnx", ".onnx", "onnxruntime", "quantize.exporters.onnx", True,
                "onnxruntime static QDQ: per-tensor u8 activations (percentile ranges), "
-               "per-channel 7-bit s8 weights (u8s8 fuses every Conv into QLinearConv)"),
+               "per-channel 7-bit s8 weights (u8s8 fuses every Conv into QLinearConv)",
+               "QDQ ONNX by the dynamo exporter"),
         Format("openvino", ".xml", "openvino", "quantize.exporters.openvino", True,
-               "nncf.quantize on the OpenVINO model (performance preset, overflow fix)"),
+               "nncf.quantize on the OpenVINO model (performance preset, overflow fix)",
+               "openvino.convert_model of the QDQ ONNX"),
         Format("tflite", ".tflite", "tflite", "quantize.exporters.tflite", True,
-               "litert-torch PT2E full-integer (symmetric, per-channel weights)",
-               layout="nhwc", batch=1),
+               "torchao PT2E, XNNPACK quantizer (symmetric, per-channel weights), litert-torch "
+               "full-integer lowering",
+               "litert-torch full-integer lowering", layout="nhwc", batch=1),
     )
 }
 

@@ -39,6 +39,8 @@ class RunConfig:
         calibration: the calibration split.
         qat: QAT settings (method ``qat``).
         keep_float: module names left in float by INT8 exports.
+        threads: torch intra-op threads (None: torch's default). On a busy machine fewer
+            threads than cores avoids OpenMP threads spinning against each other.
     """
 
     checkpoint: Path
@@ -48,9 +50,12 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     qat: QATConfig = field(default_factory=QATConfig)
     keep_float: tuple[str, ...] = ()
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         parse_formats(self.formats)  # raises on unknown names, listing the valid ones
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.method is not None and self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; valid methods: {', '.join(METHODS)}")
 
@@ -95,6 +100,10 @@ def quantize_models(config: RunConfig, progress: bool = True) -> RunSummary:
 
 def _run(config: RunConfig, tags: tuple[str, ...], progress: bool) -> RunSummary:
     formats = parse_formats(config.formats)
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
     student = load_student(config.checkpoint)
     calibration = load_calibration(config.calibration, progress=progress)
     ctx = ExportContext(student, calibration, config.out_dir, keep_float=config.keep_float)

@@ -5,7 +5,8 @@ Route (``shared/TOOLCHAIN.md``):
 1. ``torch.export`` of the student with a dynamic batch (PT2E QAT needs one);
 2. ``prepare_qat_pt2e`` with the XNNPACK quantizer (symmetric INT8, per-channel weights):
    the quantizer litert-torch can lower, and whose QDQ ONNX OpenVINO and onnxruntime run;
-3. ``steps`` of knowledge distillation: the fake-quantized student learns to reproduce the FP32
+3. one pass over the faces to set the INT8 ranges (PTQ-style), then ``steps`` of knowledge
+   distillation: the fake-quantized student learns to reproduce the FP32
    student's L2-normalised embeddings (loss ``1 - cos``) on the calibration split's faces,
    unmasked and masked, randomly mirrored;
 4. schedule: BatchNorm statistics freeze at ``freeze_bn_step`` (BN then uses its running
@@ -106,6 +107,7 @@ def run_qat(student: Student, calibration: CalibrationSet, config: QATConfig = Q
     faces, targets = _training_set(student, calibration, config.batch_size)
     start = time.perf_counter()
     prepared = _prepare(student, config, keep_float, faces[:2])
+    _calibrate_observers(prepared, faces, config.batch_size)
     losses = _train(prepared, faces, targets, config, progress)
     prepared.eval()
     converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
@@ -129,8 +131,8 @@ def _training_set(student: Student, calibration: CalibrationSet, batch: int) -> 
 def _prepare(student: Student, config: QATConfig, keep_float: tuple[str, ...], example: torch.Tensor):
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-    from torchao.testing.pt2e._xnnpack_quantizer import (XNNPACKQuantizer,
-                                                         get_symmetric_quantization_config)
+
+    from quantize.pt2e import xnnpack_quantizer
 
     model = fold_batchnorm(student.model) if config.bn_step == 0 else copy.deepcopy(student.model)
     names = dict(model.named_modules())
@@ -140,13 +142,19 @@ def _prepare(student: Student, config: QATConfig, keep_float: tuple[str, ...], e
                           f"{', '.join(n for n, m in names.items() if isinstance(m, nn.Conv2d))}")
     # 7-bit weights (+-63): x86 CPUs without VNNI saturate u8 x s8 products in int16 when
     # weights use the full 8 bits (the ONNX export's reduce_range, NNCF's overflow fix).
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(
-        is_per_channel=True, is_qat=True, weight_qmin=-WEIGHT_QMAX, weight_qmax=WEIGHT_QMAX))
-    for name in keep_float:
-        quantizer.set_module_name(name, None)
+    quantizer = xnnpack_quantizer(keep_float, is_qat=True, weight_qmax=WEIGHT_QMAX)
     batch = torch.export.Dim("batch", min=1, max=4096)
     graph = torch.export.export(model.train(), (example,), dynamic_shapes=({0: batch},)).module()
     return allow_exported_model_train_eval(prepare_qat_pt2e(graph, quantizer))
+
+
+@torch.no_grad()
+def _calibrate_observers(prepared, faces: torch.Tensor, batch: int) -> None:
+    # One pass over the faces before any weight moves: INT8 ranges start from the data (as in
+    # PTQ) instead of from the first training batch, so training starts near PTQ's accuracy.
+    prepared.eval()
+    for start in range(0, len(faces) // 2, batch):  # the unmirrored half
+        prepared(faces[start:start + batch])
 
 
 def _train(prepared, faces: torch.Tensor, targets: torch.Tensor, config: QATConfig,
@@ -172,5 +180,5 @@ def _train(prepared, faces: torch.Tensor, targets: torch.Tensor, config: QATConf
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses

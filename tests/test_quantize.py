@@ -175,6 +175,24 @@ def test_qat_with_batchnorm_schedule(tiny, calibration):
     assert cos.mean() > SANITY_INT8.mean
 
 
+def test_pt2e_keep_float(tiny):
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from quantize.pt2e import xnnpack_quantizer
+
+    def conv_inputs(names):
+        graph = torch.export.export(tiny.model, (tiny.to_tensor(np.zeros((2, 112, 112, 3), np.uint8)),)).module()
+        prepared = prepare_pt2e(graph, xnnpack_quantizer(names))
+        convs = [n for n in prepared.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+        return [[a.op for a in c.args[:2]] for c in convs]
+
+    assert conv_inputs(())[0] == ["call_module", "call_module"]  # observed input and weight
+    kept = conv_inputs(("stem.0.0",))
+    assert kept[0] == ["placeholder", "get_attr"] and kept[1] == ["call_module", "call_module"]
+    with pytest.raises(ConfigError, match="match no operation"):
+        conv_inputs(("stem.9",))
+
+
 def test_qat_config_is_validated():
     with pytest.raises(ConfigError, match="freeze_bn_step"):
         QATConfig(steps=10, freeze_bn_step=11)

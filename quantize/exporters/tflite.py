@@ -5,12 +5,15 @@ use, so no transpose runs at the input. litert-torch cannot lower a dynamic batc
 MobileFaceNet's flatten, so the graph has a fixed batch of 1 and the card says so (the edge
 runtime feeds faces one by one).
 
-INT8 PTQ is torchao PT2E with litert-torch's ``PT2EQuantizer`` (symmetric INT8, per-channel
-weights, histogram-observed activations), converted with ``fold_quantize=False`` and lowered
-by ``litert_torch.convert(quant_config=...)`` into a full-integer model (int8 in and out;
-the edge runtime quantizes the input with the graph's own scale). The QAT route lowers the
-converted XNNPACK-quantizer QAT model the same way (litert-torch's own quantizer fails in QAT
-mode, ``shared/TOOLCHAIN.md``).
+INT8 PTQ is torchao PT2E with the XNNPACK quantizer (symmetric INT8, per-channel weights,
+histogram-observed activations), converted with ``fold_quantize=False`` and lowered by
+``litert_torch.convert(quant_config=QuantConfig(<litert static quantizer>))`` into a
+full-integer model (int8 in and out; the edge runtime quantizes the input with the graph's
+own scale). The QAT route lowers the converted QAT model the same way. The XNNPACK quantizer
+rather than litert-torch's own ``PT2EQuantizer``: one quantizer for PTQ and QAT (litert-torch's
+fails in QAT mode, ``shared/TOOLCHAIN.md``), ``quantize.pt2e`` can leave ``--keep-float``
+modules in float around it, and it finds residual adds by op rather than by source function
+(litert-torch's leaves all 12 of MobileFaceNet's adds float unless the export is strict).
 """
 
 from __future__ import annotations
@@ -38,20 +41,18 @@ def export_int8(ctx: ExportContext) -> Path:
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = _quantizer(ctx.keep_float)
+    from quantize.pt2e import xnnpack_quantizer
+
     batch = torch.export.Dim("batch", min=1, max=4096)
-    # strict (dynamo) export records each node's source function, which litert-torch's
-    # quantizer needs to find the residual adds; without it they stay float between
-    # DEQUANTIZE/QUANTIZE pairs (measured: 12 float adds in MobileFaceNet).
     graph = torch.export.export(ctx.student.model, (ctx.example_input(2),),
-                                dynamic_shapes=({0: batch},), strict=True).module()
-    prepared = prepare_pt2e(graph, quantizer)
+                                dynamic_shapes=({0: batch},)).module()
+    prepared = prepare_pt2e(graph, xnnpack_quantizer(ctx.keep_float))
     tensor = torch.from_numpy(ctx.calibration_tensor())
     with torch.no_grad():
         for start in range(0, len(tensor), CALIB_BATCH):
             prepared(tensor[start:start + CALIB_BATCH])
     converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
-    return _lower(converted, ctx, ctx.artifact(FORMAT, "int8-ptq"), quant_config=_quant_config(quantizer))
+    return _lower(converted, ctx, ctx.artifact(FORMAT, "int8-ptq"), quant_config=_static_config())
 
 
 def export_qat(ctx: ExportContext) -> Path:
@@ -60,24 +61,17 @@ def export_qat(ctx: ExportContext) -> Path:
 
     if ctx.qat_model is None:
         raise QuantizeError("no QAT model in this run: run quantize.qat.run_qat first")
-    return _lower(ctx.qat_model, ctx, ctx.artifact(FORMAT, "int8-qat"),
-                  quant_config=_quant_config(_quantizer(())))
+    return _lower(ctx.qat_model, ctx, ctx.artifact(FORMAT, "int8-qat"), quant_config=_static_config())
 
 
-def _quantizer(keep_float: tuple[str, ...]):
+def _static_config():
+    # Tells litert-torch the graph holds static (calibrated) q/dq pairs to lower to integer ops.
     from litert_torch.quantize.pt2e_quantizer import (PT2EQuantizer,
                                                       get_symmetric_quantization_config)
-
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    for name in keep_float:
-        quantizer.set_module_name(name, None)
-    return quantizer
-
-
-def _quant_config(quantizer):
     from litert_torch.quantize.quant_config import QuantConfig
 
-    return QuantConfig(pt2e_quantizer=quantizer)
+    return QuantConfig(pt2e_quantizer=PT2EQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True)))
 
 
 def _lower(model: torch.nn.Module, ctx: ExportContext, path: Path, quant_config) -> Path:

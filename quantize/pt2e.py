@@ -1,0 +1,56 @@
+"""The PT2E quantizer shared by QAT and the TFLite PTQ export: torchao's XNNPACK quantizer,
+optionally leaving named modules in float.
+
+Neither the XNNPACK quantizer nor litert-torch's accepts ``set_module_name(name, None)``
+("quantization_config == None is not supported yet"), so ``--keep-float`` modules are handled
+the way composed PT2E quantizers divide work: a first quantizer marks their nodes as already
+annotated (with no quantization), and the XNNPACK quantizer skips annotated nodes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchao.quantization.pt2e.quantizer import (ComposableQuantizer, QuantizationAnnotation,
+                                                 Quantizer)
+from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+from edge.errors import ConfigError
+
+
+def xnnpack_quantizer(keep_float: tuple[str, ...] = (), is_qat: bool = False,
+                      weight_qmax: int = 127) -> Quantizer:
+    """Symmetric INT8, per-channel weights in ``[-weight_qmax, weight_qmax]``; ``keep_float``
+    module names (e.g. ``dw.0``) stay float."""
+    from torchao.testing.pt2e._xnnpack_quantizer import (XNNPACKQuantizer,
+                                                         get_symmetric_quantization_config)
+
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat,
+                                               weight_qmin=-weight_qmax, weight_qmax=weight_qmax)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    return ComposableQuantizer([_KeepFloat(keep_float), quantizer]) if keep_float else quantizer
+
+
+class _KeepFloat(Quantizer):
+    """Marks every op inside the named modules as annotated with no quantization."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.filters = {name: get_module_name_filter(name) for name in names}
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        matched = set()
+        for node in model.graph.nodes:
+            if node.op != "call_function":
+                continue
+            for name, keep in self.filters.items():
+                if keep(node):
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+                    matched.add(name)
+        unknown = sorted(set(self.filters) - matched)
+        if unknown:
+            raise ConfigError(f"--keep-float {unknown} match no operation of the model; use module "
+                              "names from the sensitivity report, e.g. blocks.3.depthwise.0")
+        return model
+
+    def validate(self, model: torch.fx.GraphModule) -> None:
+        return None
