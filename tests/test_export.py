@@ -202,3 +202,27 @@ def test_keep_float_unknown_layer_lists_valid(ctx, onnx_fp32, tmp_path):
     bad = _sibling(ctx, onnx_fp32, tmp_path, keep_float=("nope",))
     with pytest.raises(QuantizeError, match="valid: .*stem.0.0"):
         run_export(bad, FORMATS["onnx"], "int8-ptq")
+
+
+def test_retention_report(ctx, exported, tmp_path):
+    """The report over carded files, on a small pack made of the calibration split's faces."""
+    from benchmarks.packs import Pack
+    from quantize.report import collect, evaluate_all, plot_rows, render
+
+    exported("onnx", "fp32")
+    exported("onnx", "int8-ptq")
+    calib = ctx.calibration
+    rng = np.random.default_rng(0)
+    same = [(i, j) for i in range(len(calib)) for j in range(i + 1, len(calib)) if calib.ids[i] == calib.ids[j]]
+    other = [tuple(rng.choice(len(calib), 2, replace=False)) for _ in range(4 * len(same))]
+    other = [(i, j) for i, j in other if calib.ids[i] != calib.ids[j]][:len(same)]
+    pairs = np.array(same + other)
+    pack = Pack("calib-pack", "test", tmp_path, calib.keys, calib.unmasked, calib.masked, pairs[:, 0],
+                pairs[:, 1], np.arange(len(pairs)) < len(same), np.arange(len(pairs)) % 10, calib.ids, {})
+    models = [(p, c) for p, c in collect(ctx.out_dir) if c.format == "onnx"]
+    rows = evaluate_all(models, pack, quick=False, runs=3, threads=(1,))
+    tags = {r["tag"]: r for r in rows}
+    assert set(tags) == {"fp32", "int8-ptq"} and tags["fp32"]["U-M_retention"] == 1.0
+    assert 0 < tags["int8-ptq"]["U-U_acc"] <= 1 and tags["int8-ptq"]["latency_1t_ms"] > 0
+    markdown = render(rows, "calib-pack", False, plot_rows(rows, tmp_path / "r.png").name)
+    assert "| onnx | int8-ptq |" in markdown and (tmp_path / "r.png").is_file()

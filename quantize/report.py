@@ -1,0 +1,196 @@
+"""Retention report: what INT8 keeps of FP32, per runtime, on masked LFW.
+
+For every carded model file in an export folder: masked-LFW accuracy (U-U, U-M, M-M, 10-fold)
+and TAR at FAR 1e-3 through ``benchmarks.evaluate``, the cosine to the PyTorch FP32 model
+(from the card's parity block), file size, and batch-1 latency at 1 and 2 threads (each
+runtime's FP32 and INT8 files timed interleaved, ``quantize.latency``). FP32 and INT8 sit side by
+side per runtime, with retention = INT8 accuracy / FP32 accuracy of the same runtime. Writes
+``retention.md``, ``retention.png`` and ``retention.json`` into the folder.
+
+    python -m quantize.report RUN/export [--checkpoint RUN/last.pt] [--quick] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edge.card import CARD_SUFFIX, ModelCard
+from edge.errors import ConfigError
+from quantize.exporter import artifact_size
+
+log = logging.getLogger(__name__)
+SETS = ("U-U", "U-M", "M-M")
+
+
+def collect(folder: Path) -> list[tuple[Path, ModelCard]]:
+    """The carded model files in ``folder`` (a file without a card failed its gate: skipped).
+
+    Raises:
+        ConfigError: no carded model in the folder.
+    """
+    found = []
+    for card_file in sorted(Path(folder).glob(f"*{CARD_SUFFIX}")):
+        model = card_file.with_name(card_file.name.removesuffix(CARD_SUFFIX))
+        if model.is_file():
+            found.append((model, ModelCard.load(card_file)))
+    if not found:
+        raise ConfigError(f"no carded model files in {folder}: run `main.py export` or "
+                          "`main.py quantize` first and pass their --out folder")
+    return found
+
+
+def evaluate_all(models: list[tuple[Path, ModelCard]], pack, quick: bool, runs: int,
+                 threads=(1, 2), checkpoint: Path | None = None) -> list[dict]:
+    """One row per model (plus the PyTorch checkpoint when given)."""
+    from benchmarks.evaluate import evaluate_embedder
+    from edge.runtimes import load_model
+    from quantize.latency import measure_interleaved
+
+    face = np.asarray(pack.unmasked[0])
+    rows = []
+    if checkpoint is not None:
+        from quantize.student import load_student
+
+        student = load_student(checkpoint)
+        rows.append(_row("pytorch", "fp32", student.name + " (PyTorch)", checkpoint,
+                         evaluate_embedder(student.embed, pack, quick=quick, progress=False), None))
+    for path, card in models:
+        net = load_model(path)
+        results = evaluate_embedder(net.embed, pack, quick=quick, cache=card.sha256, progress=False)
+        cosine = card.accuracy.get("parity_vs_pytorch_fp32", {}).get("mean")
+        rows.append(_row(card.format, _tag(card), card.name, path, results, cosine))
+    for fmt in dict.fromkeys(card.format for _, card in models):
+        paths = [path for path, card in models if card.format == fmt]
+        for count in threads:
+            timed = measure_interleaved(paths, count, runs, face=face)
+            for row in rows:
+                if row["path"] in timed:
+                    row[f"latency_{count}t_ms"] = round(timed[row["path"]]["median_ms"], 3)
+    _retention(rows)
+    return rows
+
+
+def render(rows: list[dict], pack_name: str, quick: bool, plot: str | None) -> str:
+    """The Markdown table (FP32 and INT8 side by side per runtime)."""
+    lines = [f"# INT8 retention on {pack_name}{' (quick: folds 1-2)' if quick else ''}", "",
+             "Accuracy: LFW 10-fold protocol; TAR at FAR 1e-3 against all cross-identity pairs; "
+             "retention = INT8 / FP32 accuracy of the same runtime; cosine: to PyTorch FP32 on "
+             "held-back calibration faces; latency: batch 1 median, interleaved.", "",
+             "| runtime | model | " + " | ".join(f"{s} acc" for s in SETS) + " | U-M TAR@1e-3 | "
+             "U-M retention | cos to FP32 | MB | 1T ms | 2T ms |",
+             "|---|---|" + "---|" * (len(SETS) + 7)]
+    for r in rows:
+        accs = " | ".join(_pct(r.get(f"{s}_acc")) for s in SETS)
+        lines.append(f"| {r['runtime']} | {r['tag']} | {accs} | {_pct(r.get('U-M_tar'))} | "
+                     f"{_pct(r.get('U-M_retention'))} | {_num(r['cosine'], 5)} | {_num(r['mb'], 2)} | "
+                     f"{_num(r.get('latency_1t_ms'), 2)} | {_num(r.get('latency_2t_ms'), 2)} |")
+    if plot:
+        lines += ["", f"![retention]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_rows(rows: list[dict], path: Path) -> Path | None:
+    """Accuracy per set and latency per model, one panel each."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib missing: retention plot skipped (pip install matplotlib)")
+        return None
+    labels = [f"{r['runtime']}\n{r['tag']}" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.4 * len(rows)), 4.5))
+    width = 0.8 / len(SETS)
+    for k, name in enumerate(SETS):
+        values = [100 * (r.get(f"{name}_acc") or 0) for r in rows]
+        left.bar(np.arange(len(rows)) + k * width, values, width, label=name)
+    left.set_xticks(np.arange(len(rows)) + width, labels, fontsize=7)
+    left.set_ylabel("10-fold accuracy (%)")
+    left.set_ylim(50, 100)
+    left.legend()
+    right.bar(np.arange(len(rows)), [r.get("latency_1t_ms") or 0 for r in rows])
+    right.set_xticks(np.arange(len(rows)), labels, fontsize=7)
+    right.set_ylabel("batch-1 latency, 1 thread (ms)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def retention_report(folder: Path, checkpoint: Path | None = None, quick: bool = False,
+                     runs: int = 100) -> tuple[Path, Path | None]:
+    """Evaluate every carded model in ``folder`` and write the report there.
+
+    Raises:
+        ConfigError: no carded model. DataRootError/DatasetError: no masked-LFW pack data.
+    """
+    from benchmarks.packs import load_pack
+
+    folder = Path(folder)
+    pack = load_pack()
+    rows = evaluate_all(collect(folder), pack, quick, runs, checkpoint=checkpoint)
+    png = plot_rows(rows, folder / "retention.png")
+    markdown = folder / "retention.md"
+    markdown.write_text(render(rows, f"{pack.name} (pack {pack.key})", quick, png and png.name))
+    (folder / "retention.json").write_text(json.dumps(rows, indent=1))
+    return markdown, png
+
+
+def _row(runtime: str, tag: str, name: str, path: Path, results: dict, cosine) -> dict:
+    row = {"runtime": runtime, "tag": tag, "name": name, "path": str(path), "cosine": cosine,
+           "mb": round(artifact_size(Path(path)) / 1e6, 3)}
+    for s in SETS:
+        if s in results:
+            row[f"{s}_acc"] = results[s]["accuracy"]
+            row[f"{s}_tar"] = results[s].get("tar_at_far", {}).get("0.001", {}).get("tar")
+    return row
+
+
+def _retention(rows: list[dict]) -> None:
+    for row in rows:
+        base = next((r for r in rows if r["runtime"] == row["runtime"] and r["tag"] == "fp32"), None)
+        for s in SETS:
+            if base and row.get(f"{s}_acc") and base.get(f"{s}_acc"):
+                row[f"{s}_retention"] = round(row[f"{s}_acc"] / base[f"{s}_acc"], 5)
+
+
+def _tag(card: ModelCard) -> str:
+    # File names end in .<tag><suffix>: fp32, int8-ptq, int8-qat.
+    return Path(card.file).stem.rsplit(".", 1)[-1]
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _num(value, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry (see the module docstring)."""
+    parser = argparse.ArgumentParser(description="INT8 retention report of an export folder")
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--quick", action="store_true", help="folds 1-2 only, no all-vs-all")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (PyTorch row)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    markdown, _ = retention_report(args.folder, args.checkpoint, args.quick, args.runs)
+    print(markdown.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
