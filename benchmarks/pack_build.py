@@ -2,6 +2,11 @@
 
 Each image's mask is drawn from ``default_rng([seed, index])``, so the result does not
 depend on how images are split over workers.
+
+Workers are *spawned*, never forked: a caller that has already loaded torch, OpenVINO or
+JAX holds threads and locks, and a forked child can wait forever on a lock whose owner
+thread was not copied (this hung CI in the calibration build). The parent reads the
+encoded bytes and sends them with each chunk, so workers need no open archive.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.datasets import ImageSource
+from benchmarks.datasets import ImageSource, decode_image
 from edge.align import alignment_matrix, template, transform_points
 from edge.errors import MaskEdgeError
 
@@ -20,7 +25,10 @@ log = logging.getLogger(__name__)
 SIZE = (112, 112)
 # Masks people wear at a door; the gas-mask template is left out of evaluation packs.
 EVAL_STYLES = ("surgical", "surgical_blue", "surgical_green", "N95", "KN95", "cloth")
-_STATE: dict = {}  # per-worker detector, renderer and source (inherited by fork)
+_STATE: dict = {}  # per-process detector, renderer, seed and mode (set by _init_worker)
+# Spawning a worker costs ~2 s (importing OpenCV and the detector); below this many images
+# one process is faster.
+MIN_IMAGES_PER_WORKER = 128
 
 
 @dataclass
@@ -37,21 +45,26 @@ def render_images(source: ImageSource, keys: list[str], seed: int, workers: int 
     n = len(keys)
     result = RenderResult(np.zeros((n, *SIZE, 3), np.uint8), np.zeros((n, *SIZE, 3), np.uint8),
                           np.zeros((n, 5, 2), np.float32), [{} for _ in range(n)])
-    _STATE.update(source=source, keys=keys, seed=seed, aligned=aligned)
-    chunks = [list(range(i, min(i + 64, n))) for i in range(0, n, 64)]
+    chunks = (_chunk(source, keys, start, min(start + 64, n)) for start in range(0, n, 64))
+    workers = max(1, min(workers, n // MIN_IMAGES_PER_WORKER))
     bar = _progress(n, progress)
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(seed, aligned)) as pool:
             for done in pool.imap_unordered(_work, chunks):
                 _collect(result, done, bar)
     else:
-        _init_worker()
+        _init_worker(seed, aligned)
         for chunk in chunks:
             _collect(result, _work(chunk), bar)
     bar.close()
     missed = sum(not info["detected"] for info in result.per_image)
     log.info("pack images: %d, no face found in %d (centre-crop fallback)", n, missed)
     return result
+
+
+def _chunk(source: ImageSource, keys: list[str], start: int, stop: int) -> list:
+    return [(i, keys[i], source.read_bytes(keys[i])) for i in range(start, stop)]
 
 
 def _collect(result: RenderResult, done: list, bar) -> None:
@@ -61,27 +74,27 @@ def _collect(result: RenderResult, done: list, bar) -> None:
     bar.update(len(done))
 
 
-def _init_worker() -> None:
+def _init_worker(seed: int, aligned: bool) -> None:
     import cv2
 
     from edge.detect import create_detector
     from edge.masks import MaskRenderer
 
     cv2.setNumThreads(1)  # one image per worker at a time; processes give the parallelism
-    if not _STATE.get("aligned"):
+    _STATE.update(seed=seed, aligned=aligned)
+    if not aligned:
         _STATE["detector"] = create_detector("yunet")
     _STATE["renderer"] = MaskRenderer()
 
 
-def _work(indices: list[int]) -> list:
-    return [_one(i) for i in indices]
+def _work(chunk: list[tuple[int, str, bytes]]) -> list:
+    return [_one(i, key, data) for i, key, data in chunk]
 
 
-def _one(i: int):
+def _one(i: int, key: str, data: bytes):
     from edge.align import align
 
-    key = _STATE["keys"][i]
-    image = _STATE["source"].read_image(key)
+    image = decode_image(data, key)
     points, info = _landmarks(image)
     matrix = alignment_matrix(points, SIZE)
     crop = align(image, points, SIZE)

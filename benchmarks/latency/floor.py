@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ModelFileError, RuntimeUnavailableError
+from edge.telemetry import import_openvino
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,7 @@ def _known(shape: list | None) -> bool:
 
 
 def _openvino_macs(path: Path) -> int:
-    try:
-        import openvino as ov
-    except ImportError:
-        raise RuntimeUnavailableError("counting OpenVINO MACs needs openvino: pip install openvino") from None
+    ov = import_openvino("counting OpenVINO MACs")
     model = ov.Core().read_model(str(path))
     shape = model.inputs[0].get_partial_shape()
     if shape.rank.is_static and shape[0].is_dynamic:

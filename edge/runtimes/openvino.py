@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.errors import ModelFileError, RuntimeUnavailableError
+from edge.errors import ModelFileError
 from edge.runtimes.base import Runtime
+from edge.telemetry import import_openvino
 
 
 class OpenVinoRuntime(Runtime):
@@ -16,10 +17,7 @@ class OpenVinoRuntime(Runtime):
     device = "CPU"
 
     def _open(self) -> None:
-        try:
-            import openvino as ov
-        except ImportError:
-            raise RuntimeUnavailableError("OpenVINO is not installed: pip install openvino") from None
+        ov = import_openvino("the openvino runtime")
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if self.threads:

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from edge.errors import ModelFileError, RuntimeUnavailableError
+from edge.telemetry import import_openvino
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def _dequantize(q, scale, zero, axis: int, block: int):
 
 def to_openvino(src: Path, dst: Path) -> None:
     """Convert an ONNX or TFLite file to OpenVINO IR (``dst`` is the .xml; .bin beside it)."""
-    ov = _import("openvino", "pip install openvino")
+    ov = import_openvino("converting to OpenVINO IR")
     model = ov.convert_model(str(src))
     ov.save_model(model, str(dst), compress_to_fp16=False)
 

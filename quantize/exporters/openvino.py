@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from edge.telemetry import disable_openvino_telemetry, import_openvino
 from quantize.context import ExportContext
 from quantize.exporters.onnx import conv_nodes
 from quantize.formats import FORMATS
@@ -32,6 +33,7 @@ def export_fp32(ctx: ExportContext) -> Path:
 
 def export_int8(ctx: ExportContext) -> Path:
     """NNCF post-training INT8 (performance preset) on the OpenVINO model."""
+    disable_openvino_telemetry()
     import nncf
     from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
                                                        OverflowFix)
@@ -53,13 +55,12 @@ def export_qat(ctx: ExportContext) -> Path:
 
 
 def _convert(onnx_path: Path):
-    import openvino as ov
-
+    ov = import_openvino("the OpenVINO export")
     return ov.convert_model(str(onnx_path))
 
 
 def _save(model, path: Path) -> Path:
-    import openvino as ov
+    ov = import_openvino("the OpenVINO export")
 
     ov.save_model(model, str(path), compress_to_fp16=False)
     return path
