@@ -43,7 +43,7 @@ def open_embedder(spec: str, runtime: str | None = None, threads: int | None = N
 
 
 def _torch_embedder(path: Path, threads: int | None) -> Embedder:
-    from distill.export_api import load_student  # torch, lazily
+    from distill.train.checkpoint import load_student  # torch, lazily
 
     model, spec = load_student(path)
     if threads:

@@ -51,6 +51,19 @@ def test_init_checkpoint_loads_as_a_student(data_root, tmp_path):
     assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 192)
 
 
+def test_checkpoint_evaluates_like_the_tflite_model(data_root, tmp_path):
+    # `main.py eval --model RUN/best.pt` goes through open_embedder's torch path.
+    from benchmarks.embedders import open_embedder
+
+    embedder = open_embedder(str(write_init_checkpoint(tmp_path / "init.pt")), threads=1)
+    crops = _crops(data_root)
+    ours = embedder.embed(crops)
+    ours /= np.linalg.norm(ours, axis=1, keepdims=True)
+    reference = load_model(resolve_model("mobilefacenet-tflite")).embed(crops)
+    assert embedder.runtime == "torch" and embedder.name == "mobilefacenet_tf"
+    assert (ours * reference).sum(1).min() >= 0.9999
+
+
 def test_wrong_file_and_size(tmp_path):
     bad = tmp_path / "x.tflite"
     bad.write_bytes(b"not a flatbuffer")
