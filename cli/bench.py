@@ -57,6 +57,11 @@ def bench(
     pipeline: bool = typer.Option(False, "--pipeline", help="Also bench the door pipeline and gallery search."),
     pipeline_models: str = typer.Option("sface,mobilefacenet-tflite", "--pipeline-models"),
     people: int = typer.Option(60, "--people", min=2, help="LFW people in the door clip (2 frames each)."),
+    door: int = typer.Option(0, "--door", min=0,
+                             help="Also soak the door station (access run loop) for this many frames, "
+                                  "e.g. 10000: decisions/s and memory over the run."),
+    door_models: str = typer.Option("mobilefacenet-tflite", "--door-models",
+                                    help="Comma-separated models for --door."),
     gallery_max: int = typer.Option(1_000_000, "--gallery-max", min=100, help="Largest gallery size."),
     out: Path = typer.Option(None, "--out", help="Run folder (default runs/bench/<time>)."),
     device: str = typer.Option(None, "--device", help="Device key in merged reports (default: CPU model)."),
@@ -83,11 +88,15 @@ def bench(
                    "threads": _ints(threads, "--threads"), "batch": _ints(batch, "--batch"),
                    "warmup": warmup, "iters": iters, "min_seconds": min_seconds}
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps({**options, "pipeline": pipeline, "isolate": isolate}, indent=1))
+        (out / "config.json").write_text(json.dumps({**options, "pipeline": pipeline, "door": door,
+                                                     "isolate": isolate}, indent=1))
         run = _measure(options, device, isolate, failures, tqdm)
         if pipeline:
             _measure_pipeline(run, out, _split(pipeline_models, "--pipeline-models"), options["threads"],
                               people, gallery_max, tqdm)
+        if door:
+            _measure_door(run, out, _split(door_models, "--door-models"), options["threads"], people,
+                          door)
         typer.echo(f"results: {run.save(out / 'results.json')}")
         runs.insert(0, run)
     md, png = write_report(merge_runs(runs), out)
@@ -159,3 +168,14 @@ def _measure_pipeline(run, out: Path, models: list[str], threads: list[int], peo
     sizes = tuple(s for s in GALLERY_SIZES if s <= gallery_max)
     for count in tqdm(threads, desc="gallery", unit="threads"):
         run.gallery.extend(bench_gallery(sizes, threads=count))
+
+
+def _measure_door(run, out: Path, models: list[str], threads: list[int], people: int, frames: int) -> None:
+    from benchmarks.latency.door import bench_door
+    from benchmarks.latency.video import make_door_clip
+
+    clip = make_door_clip(out / "door.avi", people=people)
+    for model in models:
+        for count in threads:
+            typer.echo(f"door station: {model}, {count} thread(s), {frames:,} frames")
+            run.door.append(bench_door(clip, model, threads=count, frames=frames))

@@ -236,3 +236,33 @@ def test_tflite_and_openvino_macs_agree(data_root):
 
     tflite = count_macs(resolve_model("mobilefacenet-tflite"))
     assert type(tflite) is int and tflite == count_macs(resolve_model("mobilefacenet-openvino")) > 1e8
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_door_station_soak_loops_the_clip(data_root, tmp_path):
+    from benchmarks.latency.door import bench_door
+    from benchmarks.latency.video import make_door_clip
+
+    clip = make_door_clip(tmp_path / "door.avi", people=3)
+    # 15 frames of a 6-frame clip: it is reopened twice; every face is someone enrolled.
+    rec = bench_door(clip, "mobilefacenet-tflite", threads=1, frames=15, sample_every=5, warmup=2,
+                     progress=False)
+    assert rec["kind"] == "door" and rec["enrolled"] == 3 and rec["frames"] == 15
+    assert rec["decisions"] >= 14 and rec["correct"] >= 13 and rec["decisions_per_s"] > 0
+    assert [f for f, _ in rec["memory"]["samples"]] == [0, 5, 10, 15]
+    assert rec["memory"]["flat"] in (True, False)  # /proc is there on Linux
+    run = RunResults(device="box", door=[rec])
+    text = render_markdown(merge([RunResults.load(run.save(tmp_path / "r.json"))]))
+    assert "### Door station soak" in text and "| mobilefacenet-tflite |" in text
+    md, _ = write_report({"box": run}, tmp_path / "report")
+    assert (tmp_path / "report" / "latency_door_memory.png").is_file()
+    assert "latency_door_memory.png" in md.read_text()
+
+
+def test_memory_slope():
+    from benchmarks.latency.door import memory_slope
+
+    assert memory_slope([(0, 100.0), (1000, 101.0), (2000, 102.0)]) == pytest.approx(1.0)
+    assert memory_slope([(0, 100.0), (1000, 100.0), (2000, None), (3000, 100.0)]) == pytest.approx(0.0)
+    assert memory_slope([(0, None), (1000, 100.0)]) is None

@@ -62,3 +62,14 @@ def test_wrong_key_is_refused(capsys, tmp_path):
     create_key_file(tmp_path / "other.key")
     code, _, err = run(capsys, "access", "list", "-g", db, "-k", str(tmp_path / "other.key"))
     assert code == 2 and "created with another key" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_run_rejects_a_bad_detector_size(capsys, tmp_path):
+    db, key = str(tmp_path / "door.db"), str(tmp_path / "door.key")
+    run(capsys, "access", "enroll", "--name", "A", str(ASSETS / "obama_1.jpg"), "-g", db, "-k", key)
+    code, _, err = run(capsys, "access", "run", "--source", str(ASSETS), "--detect-size", "300x200",
+                       "-g", db, "-k", key)
+    assert code == 2 and "multiples of 32" in err, err
+    code, _, err = run(capsys, "access", "run", "--source", str(ASSETS), "--detect-size", "big",
+                       "-g", db, "-k", key)
+    assert code == 2 and "WIDTHxHEIGHT" in err, err

@@ -67,6 +67,20 @@ def gallery_rows(run: RunResults) -> list[list[str]]:
             for rec in sorted(run.gallery, key=lambda r: (r["threads"], r["size"]))]
 
 
+def door_rows(run: RunResults) -> list[list[str]]:
+    """One row per door-station soak: decisions/s, latency, memory over the run."""
+    rows = []
+    for rec in sorted(run.door, key=lambda r: (r["model"], r["runtime"], r["threads"])):
+        mem = rec["memory"]
+        flat = {True: "flat", False: "GROWS", None: "-"}[mem["flat"]]
+        rows.append([rec["model"], rec["precision"], rec["runtime"], rec["threads"], f"{rec['frames']:,}",
+                     _fmt(rec["decisions_per_s"], 1), _fmt(rec["latency"]["median_ms"]),
+                     _fmt(rec["latency"]["p99_ms"]), f"{rec['correct']}/{rec['decisions']}",
+                     f"{_fmt(mem['start_mb'], 0)} -> {_fmt(mem['end_mb'], 0)}",
+                     f"{_fmt(mem['slope_mb_per_1k_frames'], 3)} ({flat})"])
+    return rows
+
+
 def system_lines(run: RunResults) -> list[str]:
     """A short description of the machine and software versions."""
     info = run.system or {}
@@ -108,6 +122,11 @@ def render_markdown(runs: dict[str, RunResults], plot: str | None = None, title:
             out += ["### Gallery search (1 probe vs N float32 templates, top-1/top-2)", "",
                     *_table(("templates", "dim", "memory MB", "threads", "median ms", "p90 ms"),
                             gallery_rows(run)), ""]
+        if run.door:
+            header = ("model", "precision", "runtime", "threads", "frames", "decisions/s", "median ms",
+                      "p99 ms", "right person", "RSS MiB", "MiB per 1k frames")
+            out += ["### Door station soak (access run loop: decode, detect, quality, align, embed, "
+                    "decide, audit)", "", *_table(header, door_rows(run)), ""]
     return "\n".join(out)
 
 
@@ -130,6 +149,31 @@ def plot_latency(runs: dict[str, RunResults], path: Path) -> Path | None:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def plot_door_memory(runs: dict[str, RunResults], path: Path) -> Path | None:
+    """Resident memory against frame number for every door soak; None if there is none."""
+    series = [(device, rec) for device, run in runs.items() for rec in run.door
+              if any(m is not None for _, m in rec["memory"]["samples"])]
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for device, rec in series:
+        x, y = zip(*[(f, m) for f, m in rec["memory"]["samples"] if m is not None])
+        ax.plot(x, y, marker=".", label=f"{rec['model']} / {rec['runtime']} / {rec['threads']}t ({device})")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("resident memory, MiB")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
 
 
 def _panel(ax, run: RunResults, device: str) -> None:
@@ -157,7 +201,11 @@ def write_report(runs: dict[str, RunResults], folder: Path, name: str = "latency
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     png = plot_latency(runs, folder / f"{name}.png")
+    memory = plot_door_memory(runs, folder / f"{name}_door_memory.png")
+    text = render_markdown(runs, png.name if png else None)
+    if memory:
+        text += f"\n![door station memory]({memory.name})\n"
     md = folder / f"{name}.md"
-    md.write_text(render_markdown(runs, png.name if png else None) + "\n")
+    md.write_text(text + "\n")
     log.info("report written to %s", md)
     return md, png

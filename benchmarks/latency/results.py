@@ -1,7 +1,7 @@
 """Result files: one JSON per bench run and device, versioned, merged by device for reports.
 
 A file holds ``{"schema", "schema_version", "device", "created", "system", "calibration",
-"models": [...], "pipeline": [...], "gallery": [...]}``; each ``models`` entry is a
+"models": [...], "pipeline": [...], "gallery": [...], "door": [...]}``; each ``models`` entry is a
 ``harness.bench_model`` record. Files from other devices (a Jetson, a Raspberry Pi) that were
 written by this kit merge into one report, keyed by ``device``.
 """
@@ -30,12 +30,14 @@ class RunResults:
     models: list[dict[str, Any]] = field(default_factory=list)
     pipeline: list[dict[str, Any]] = field(default_factory=list)
     gallery: list[dict[str, Any]] = field(default_factory=list)
+    door: list[dict[str, Any]] = field(default_factory=list)  # door.bench_door records
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": RUN_SCHEMA, "schema_version": RUN_SCHEMA_VERSION, "device": self.device,
                 "created": self.created, "system": self.system, "calibration": self.calibration,
-                "models": self.models, "pipeline": self.pipeline, "gallery": self.gallery}
+                "models": self.models, "pipeline": self.pipeline, "gallery": self.gallery,
+                "door": self.door}
 
     def save(self, path: Path) -> Path:
         """Write pretty JSON to ``path`` (parents created); returns ``path``."""
@@ -57,7 +59,7 @@ class RunResults:
         if raw.get("schema_version") != RUN_SCHEMA_VERSION:
             raise ConfigError(f"{where} has schema version {raw.get('schema_version')}, this kit reads "
                               f"{RUN_SCHEMA_VERSION}: re-run the bench with this kit's version")
-        known = {"device", "created", "system", "calibration", "models", "pipeline", "gallery"}
+        known = {"device", "created", "system", "calibration", "models", "pipeline", "gallery", "door"}
         return cls(**{k: v for k, v in raw.items() if k in known})
 
     @classmethod
@@ -89,4 +91,5 @@ def merge(runs: list[RunResults]) -> dict[str, RunResults]:
         target.models.extend(run.models)
         target.pipeline.extend(run.pipeline)
         target.gallery.extend(run.gallery)
+        target.door.extend(run.door)
     return merged

@@ -17,11 +17,11 @@ from edge.access.errors import GalleryError, GalleryKeyError, GalleryModelError,
 from edge.access.gallery import Gallery, Person
 from edge.access.quality import QualityConfig, QualityReport, estimate_pose, sharpness
 from edge.access.sources import CaptureSource, FolderSource, Frame, FrameSource, open_source
-from edge.access.station import FaceResult, FrameResult, RunSummary, Station, annotate
+from edge.access.station import DOOR_DETECT_SIZE, FaceResult, FrameResult, RunSummary, Station, annotate
 from edge.access.store import TemplateSet
 
 __all__ = [
-    "KEY_ENV", "AuditContext", "AuditLog", "CaptureSource", "Decider", "Decision", "FaceResult",
+    "DOOR_DETECT_SIZE", "KEY_ENV", "AuditContext", "AuditLog", "CaptureSource", "Decider", "Decision", "FaceResult",
     "FolderSource", "Frame", "FrameResult", "FrameSource", "Gallery", "GalleryError",
     "GalleryKeyError", "GalleryModelError", "Person", "QualityConfig", "QualityReport",
     "RunSummary", "SourceError", "Station", "TemplateSet", "annotate", "estimate_pose",
