@@ -13,6 +13,7 @@ class Runtime(str, Enum):
     onnxruntime = "onnxruntime"
     openvino = "openvino"
     tflite = "tflite"
+    tensorrt = "tensorrt"
 
 
 MODEL = typer.Option("sface", "--model", "-m", help="Zoo name (see `models list`) or model file.")

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 RESULT_SCHEMA = "maskedge.latency"
 RESULT_SCHEMA_VERSION = 1
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert"}
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "ai-edge-litert",
+                    "tensorrt": "tensorrt"}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "edge.runtimes.onnx:OnnxRuntime",
     "openvino": "edge.runtimes.openvino:OpenVinoRuntime",
     "tflite": "edge.runtimes.tflite:TfliteRuntime",
+    # NVIDIA GPU / Jetson: an engine built from the ONNX (never a file suffix's default).
+    "tensorrt": "edge.runtimes.tensorrt:TensorRTRuntime",
 }
 # file suffix -> default runtime
 SUFFIXES: dict[str, str] = {
