@@ -123,8 +123,10 @@ def _gate(ctx: ExportContext, path: Path, card: ModelCard) -> ParityResult:
         report_path = path.with_name(path.name + ".sensitivity.md")
         report_path.write_text(report)
         keep = ",".join(r.layer for r in rows[:3])
-        message += (f" Fix: keep the most sensitive layers in float (--keep-float {keep}), or use "
-                    f"--method qat. Per-layer sensitivity report: {report_path}")
+        other = ("train QAT longer (--steps) or with more faces (--calib)" if ".int8-qat." in path.name
+                 else "use --method qat")
+        message += (f" Fix: keep the most sensitive layers in float (--keep-float {keep}), or {other}. "
+                    f"Per-layer sensitivity report: {report_path}")
     else:
         message += (" An FP32 mismatch is a converter or card problem (colour order, mean/std, "
                     "layout), not precision: check the card's input block against the training "

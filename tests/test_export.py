@@ -17,7 +17,6 @@ import pytest
 
 from edge.card import ModelCard, card_path, sha256_file
 from edge.runtimes import load_model
-from quantize.calibration import CalibrationConfig, load_calibration
 from quantize.context import ExportContext
 from quantize.errors import ParityError, QuantizeError
 from quantize.exporter import run_export
@@ -25,25 +24,9 @@ from quantize.formats import FORMATS
 from quantize.parity import GATES, ParityGate, check_parity
 from quantize.student import random_student
 
-pytestmark = pytest.mark.realdata
 SANITY_INT8 = ParityGate(min=0.5, mean=0.85)  # a broken export lands near 0
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Two OpenMP threads on a busy 2-core runner spin against each other: a tiny-model
-    # forward measured 0.75 s with 2 threads vs 0.026 s with 1.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
-@pytest.fixture(scope="module")
-def calibration(data_root):
-    return load_calibration(CalibrationConfig(size=64, check=8), progress=False)
+pytestmark = [pytest.mark.realdata, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -25,25 +25,9 @@ from quantize.qat import QATConfig, run_qat
 from quantize.sensitivity import layer_sensitivity
 from quantize.student import load_student, random_student, save_student
 
-pytestmark = pytest.mark.realdata
 SANITY_INT8 = ParityGate(min=0.5, mean=0.85)
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Two OpenMP threads on a busy 2-core runner spin against each other: a tiny-model
-    # forward measured 0.75 s with 2 threads vs 0.026 s with 1.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
-@pytest.fixture(scope="module")
-def calibration(data_root):
-    return load_calibration(CalibrationConfig(size=64, check=8), progress=False)
+pytestmark = [pytest.mark.realdata, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")
