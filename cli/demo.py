@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from cli.options import MODEL, RUNTIME, THREADS, Runtime
+from cli.options import RUNTIME, THREADS, Runtime
 
 ASSETS = Path(__file__).resolve().parents[1] / "edge" / "assets" / "demo_faces"
 ENROLL = ("Barack Obama", "obama_1.jpg")
@@ -29,8 +29,19 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
+def default_demo_model() -> str:
+    """The kit's own INT8 student (OpenVINO); SFace (onnxruntime, always installed) on an
+    install without OpenVINO, e.g. the bare device set."""
+    import importlib.util
+
+    return "maskedge-student" if importlib.util.find_spec("openvino") else "sface"
+
+
 def demo(
-    model: str = MODEL, runtime: Runtime = RUNTIME, threads: int = THREADS,
+    model: str = typer.Option(None, "--model", "-m",
+                              help="Zoo name or model file (default: the kit's INT8 student, maskedge-student; "
+                                   "sface without OpenVINO)."),
+    runtime: Runtime = RUNTIME, threads: int = THREADS,
     far: float = typer.Option(1e-3, "--far", help="Target false-accept rate."),
     out: Path = typer.Option(None, "--out", "-o", help="Keep gallery, audit log and annotated photos here."),
 ) -> None:
@@ -47,7 +58,7 @@ def demo(
 
     work = out or Path(tempfile.mkdtemp(prefix="maskedge-demo-"))
     work.mkdir(parents=True, exist_ok=True)
-    net = load_model(resolve_model(model), runtime=runtime.value if runtime else None, threads=threads)
+    net = load_model(resolve_model(model or default_demo_model()), runtime=runtime.value if runtime else None, threads=threads)
     detector, render = create_detector("yunet"), mask_function()
     typer.echo(f"model {net.card.name} ({net.card.precision}, {type(net).name}), detector YuNet, "
                f"target FAR {far:g}; files in {work}")

@@ -14,16 +14,18 @@ def list_models() -> None:
     """List zoo models with format, precision, embedding size and calibrated FARs."""
     from edge.card import ModelCard, card_path
     from edge.paths import cache_dir
-    from edge.zoo import ZOO
+    from edge.zoo import SHIPPED, ZOO, resolve_model
 
     typer.echo(f"{'name':26} {'format':9} {'precision':9} {'dim':>4}  status / thresholds")
-    for name, entry in ZOO.items():
-        prepared = cache_dir("models") / name / entry.file
+    ready = {name: resolve_model(name) for name in SHIPPED}
+    ready |= {name: cache_dir("models") / name / entry.file for name, entry in ZOO.items()}
+    for name, prepared in ready.items():
         if card_path(prepared).is_file():
             card = ModelCard.load(card_path(prepared))
             fars = ", ".join(f"FAR {t.far:g}: {t.cosine:.3f}" for t in card.thresholds) or "uncalibrated"
             typer.echo(f"{name:26} {card.format:9} {card.precision:9} {card.embedding_size:>4}  {fars}")
         else:
+            entry = ZOO[name]
             typer.echo(f"{name:26} {entry.format:9} {'-':9} {'-':>4}  not prepared "
                        f"(from {entry.source}; `models prepare {name}`)")
 

@@ -85,6 +85,9 @@ class ModelCard:
     licence: str = "unknown"
     thresholds: tuple[Threshold, ...] = ()
     accuracy: dict[str, Any] = field(default_factory=dict)
+    # Files the model needs beside it, name -> sha256 (an OpenVINO .xml's .bin holds the
+    # weights: without its hash a corrupted .bin of the right size would load silently).
+    companions: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -201,12 +204,25 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def companion_hashes(model_path: Path) -> dict[str, str]:
+    """sha256 of the files a model file needs beside it (an OpenVINO ``.xml``'s ``.bin``)."""
+    model_path = Path(model_path)
+    weights = model_path.with_suffix(".bin")
+    return {weights.name: sha256_file(weights)} if model_path.suffix == ".xml" and weights.is_file() else {}
+
+
 def verify_checksum(model_path: Path, card: ModelCard) -> None:
-    """Raise ``ModelFileError`` if the file's sha256 differs from the card's."""
-    actual = sha256_file(model_path)
-    if actual != card.sha256:
-        raise ModelFileError(
-            f"{model_path} does not match its card (sha256 {actual[:12]}... vs card "
-            f"{card.sha256[:12]}...): the file is truncated, corrupt or was replaced; "
-            "re-download or re-export it"
-        )
+    """Raise ``ModelFileError`` if the file's (or a companion's) sha256 differs from the card's."""
+    model_path = Path(model_path)
+    files = {model_path: card.sha256} | {model_path.with_name(n): h for n, h in card.companions.items()}
+    for path, expected in files.items():
+        if not path.is_file():
+            raise ModelFileError(f"{path} is missing: it belongs beside {model_path.name} "
+                                 "(copy both files, or re-export)")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelFileError(
+                f"{path} does not match its card (sha256 {actual[:12]}... vs card "
+                f"{expected[:12]}...): the file is truncated, corrupt or was replaced; "
+                "re-download or re-export it"
+            )

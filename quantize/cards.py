@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import metrics
-from edge.card import ModelCard, Threshold, sha256_file
+from edge.card import ModelCard, Threshold, companion_hashes, sha256_file
 from quantize.calibration import CalibrationSet
 from quantize.context import ExportContext
 from quantize.formats import Format
@@ -45,7 +45,7 @@ def build_card(ctx: ExportContext, fmt: Format, tag: str, path: Path, seconds: f
         provenance["keep_float"] = ",".join(ctx.keep_float)
     return ModelCard(
         name=f"{student.name}-{fmt.name}-{tag}", architecture=f"{student.arch}, {student.embedding_size}-d",
-        file=path.name, sha256=sha256_file(path), format=fmt.name,
+        file=path.name, sha256=sha256_file(path), companions=companion_hashes(path), format=fmt.name,
         precision="int8" if tag.startswith("int8") else "fp32",
         embedding_size=student.embedding_size, input=spec, provenance=provenance,
         licence=student.licence)

@@ -83,7 +83,7 @@ def render(rows: list[dict], pack_name: str, quick: bool, plot: str | None) -> s
              "held-back calibration faces; latency: batch 1 median, interleaved.", "",
              "| runtime | model | " + " | ".join(f"{s} acc" for s in SETS) + " | U-M TAR@1e-3 | "
              "U-M retention | cos to FP32 | MB | 1T ms | 2T ms |",
-             "|---|---|" + "---|" * (len(SETS) + 7)]
+             "|---|---|" + "---|" * (len(SETS) + 6)]
     for r in rows:
         accs = " | ".join(_pct(r.get(f"{s}_acc")) for s in SETS)
         lines.append(f"| {r['runtime']} | {r['tag']} | {accs} | {_pct(r.get('U-M_tar'))} | "

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge.card import ModelCard, card_path, sha256_file, verify_checksum
+from edge.card import ModelCard, card_path, companion_hashes, sha256_file, verify_checksum
 from edge.errors import ModelCardError, ModelFileError
 
 
@@ -82,6 +82,23 @@ def test_checksum_mismatch(tmp_path):
     model.write_bytes(b"model-byt")  # truncated
     with pytest.raises(ModelFileError, match="does not match its card"):
         verify_checksum(model, card)
+
+
+def test_openvino_weights_file_is_checked_too(tmp_path):
+    xml, weights = tmp_path / "m.xml", tmp_path / "m.bin"
+    xml.write_bytes(b"<net/>")
+    weights.write_bytes(b"\x00" * 64)
+    card = ModelCard(name="m", architecture="test", file="m.xml", sha256=sha256_file(xml), format="openvino",
+                     precision="int8", embedding_size=128, companions=companion_hashes(xml))
+    assert list(card.companions) == ["m.bin"]
+    verify_checksum(xml, card)
+    weights.write_bytes(b"\x01" + b"\x00" * 63)  # same size, one byte flipped
+    with pytest.raises(ModelFileError, match="m.bin does not match its card"):
+        verify_checksum(xml, card)
+    weights.unlink()
+    with pytest.raises(ModelFileError, match="m.bin is missing: it belongs beside m.xml"):
+        verify_checksum(xml, card)
+    assert companion_hashes(tmp_path / "m.onnx") == {}
 
 
 def test_uncalibrated_card_says_how_to_calibrate(tmp_path):

@@ -209,3 +209,5 @@ def test_retention_report(ctx, exported, tmp_path):
     assert 0 < tags["int8-ptq"]["U-U_acc"] <= 1 and tags["int8-ptq"]["latency_1t_ms"] > 0
     markdown = render(rows, "calib-pack", False, plot_rows(rows, tmp_path / "r.png").name)
     assert "| onnx | int8-ptq |" in markdown and (tmp_path / "r.png").is_file()
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1, table[:2]  # header, rule, rows agree

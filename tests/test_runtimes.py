@@ -108,7 +108,7 @@ def test_unknown_runtime(data_root):
 
 
 def test_unknown_zoo_name():
-    with pytest.raises(ConfigError, match="one of: sface"):
+    with pytest.raises(ConfigError, match="one of: maskedge-student, sface, sface-fp32"):
         resolve_model("arcface-r100")
 
 
@@ -118,3 +118,12 @@ def test_missing_card(data_root, tmp_path):
     assert not card_path(copy).exists()
     with pytest.raises(ModelCardError, match="needs its card"):
         load_model(copy)
+
+
+def test_shipped_student_loads_without_a_data_root(monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.delenv("MASKEDGE_DATA_ROOT", raising=False)
+    net = load_model(resolve_model("maskedge-student"))
+    assert net.card.precision == "int8" and net.card.embedding_size == 192
+    assert list(net.card.companions) == ["maskinv_mobilefacenet_tflite.int8-ptq.bin"]  # weights checked too
+    assert net.card.threshold_at(1e-3).cosine > 0 and "UTKFace" in net.card.licence
