@@ -39,8 +39,8 @@ def default_demo_model() -> str:
 
 def demo(
     model: str = typer.Option(None, "--model", "-m",
-                              help="Zoo name or model file (default: the kit's INT8 student, maskedge-student; "
-                                   "sface without OpenVINO)."),
+                              help="Zoo name or model file (default: the kit's INT8 student, "
+                                   "maskedge-student; sface without OpenVINO)."),
     runtime: Runtime = RUNTIME, threads: int = THREADS,
     far: float = typer.Option(1e-3, "--far", help="Target false-accept rate."),
     out: Path = typer.Option(None, "--out", "-o", help="Keep gallery, audit log and annotated photos here."),

@@ -56,8 +56,8 @@ def bench_door(clip: DoorClip, model: str, runtime: str | None = None, threads: 
         with tempfile.TemporaryDirectory(prefix="maskedge-door-") as work:
             gallery = Gallery.create(Path(work) / "door.db", net.card, load_key(Path(work) / "door.key"))
             enrolled = _enroll(gallery, clip, net, detector)
-            station = Station(gallery, net, detector, Decider(net.card), audit=AuditLog(Path(work) / "audit.jsonl"),
-                              max_faces=1)
+            audit = AuditLog(Path(work) / "audit.jsonl")
+            station = Station(gallery, net, detector, Decider(net.card), audit=audit, max_faces=1)
             play = _play(station, clip, frames + warmup, warmup, sample_every, progress)
             gallery.close()
     finally:

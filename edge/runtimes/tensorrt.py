@@ -2,7 +2,7 @@
 
 ``load_model(model.onnx, runtime="tensorrt")`` builds (once) and runs an FP16 engine for an
 FP32 card, or an INT8 engine for the kit's INT8 QDQ ONNX. TensorRT's own INT8 calibration of
-an FP32 model is ``TensorRTRuntime.with_precision(path, card, "int8-calibrated",
+an FP32 model is ``TensorRTRuntime(path, card, precision="int8-calibrated",
 calibration=faces)``. Engines live in ``<cache>/tensorrt`` keyed by model hash, precision,
 TensorRT version and GPU (see ``trt_build``). ``threads`` does not apply (GPU kernels).
 """
@@ -18,7 +18,7 @@ from edge.card import ModelCard
 from edge.errors import ModelFileError
 from edge.paths import cache_dir
 from edge.runtimes.base import Runtime
-from edge.runtimes.trt_build import _check, build_engine, engine_file, import_tensorrt, precision_for
+from edge.runtimes.trt_build import build_engine, check_cuda, engine_file, import_tensorrt, precision_for
 
 log = logging.getLogger(__name__)
 
@@ -28,28 +28,24 @@ class TensorRTRuntime(Runtime):
 
     name = "tensorrt"
     suffixes = (".onnx",)
-    precision: str | None = None  # None: int8 for an INT8 card, fp16 otherwise
-    calibration: np.ndarray | None = None
 
-    @classmethod
-    def with_precision(cls, path: Path, card: ModelCard, precision: str,
-                       calibration: np.ndarray | None = None) -> TensorRTRuntime:
-        """Open with an explicit precision (``fp16``, ``int8``, ``int8-calibrated``).
+    def __init__(self, path: Path, card: ModelCard, threads: int | None = None,
+                 precision: str | None = None, calibration: np.ndarray | None = None) -> None:
+        """Args beyond ``Runtime``'s:
 
-        Args:
-            calibration: aligned BGR uint8 faces (N, H, W, 3) for ``int8-calibrated`` the
-                first time (afterwards the calibration cache beside the engine is used).
+        precision: ``fp16``, ``int8`` or ``int8-calibrated``; None: int8 for an INT8 card,
+            fp16 otherwise.
+        calibration: aligned BGR uint8 faces (N, H, W, 3) for ``int8-calibrated`` the first
+            time (afterwards the calibration cache beside the engine is used).
         """
-        runtime = cls.__new__(cls)
-        runtime.precision, runtime.calibration = precision, calibration
-        Runtime.__init__(runtime, path, card, None)
-        return runtime
+        self.precision, self.calibration = precision, calibration
+        super().__init__(path, card, threads)
 
     def _open(self) -> None:
         trt, self.cudart = import_tensorrt()
         self.trt = trt
         err, props = self.cudart.cudaGetDeviceProperties(0)
-        _check(err, "cudaGetDeviceProperties")
+        check_cuda(err, "cudaGetDeviceProperties")
         gpu = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         self.engine_precision = precision_for(self.card, self.precision)
         path = engine_file(self.card, self.engine_precision, trt.__version__, gpu, cache_dir("tensorrt"))
@@ -65,7 +61,7 @@ class TensorRTRuntime(Runtime):
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.input_name, self.output_name = inputs[0], next(n for n in names if n not in inputs)
         err, self.stream = self.cudart.cudaStreamCreate()
-        _check(err, "cudaStreamCreate")
+        check_cuda(err, "cudaStreamCreate")
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
 
     def _calibration_tensor(self) -> np.ndarray | None:
@@ -78,7 +74,7 @@ class TensorRTRuntime(Runtime):
             if pointer:
                 self.cudart.cudaFree(pointer)
             err, pointer = self.cudart.cudaMalloc(nbytes)
-            _check(err, "cudaMalloc")
+            check_cuda(err, "cudaMalloc")
             self._buffers[name] = (pointer, nbytes)
         return int(pointer)
 
@@ -90,13 +86,13 @@ class TensorRTRuntime(Runtime):
         src, dst = self._device(self.input_name, tensor.nbytes), self._device(self.output_name, out.nbytes)
         self.context.set_tensor_address(self.input_name, src)
         self.context.set_tensor_address(self.output_name, dst)
-        _check(cudart.cudaMemcpyAsync(src, tensor.ctypes.data, tensor.nbytes, kind.cudaMemcpyHostToDevice,
+        check_cuda(cudart.cudaMemcpyAsync(src, tensor.ctypes.data, tensor.nbytes, kind.cudaMemcpyHostToDevice,
                                       self.stream)[0], "cudaMemcpyAsync")
         if not self.context.execute_async_v3(self.stream):
             raise ModelFileError(f"TensorRT failed to run {self.path.name} on a batch of {len(tensor)}")
-        _check(cudart.cudaMemcpyAsync(out.ctypes.data, dst, out.nbytes, kind.cudaMemcpyDeviceToHost,
+        check_cuda(cudart.cudaMemcpyAsync(out.ctypes.data, dst, out.nbytes, kind.cudaMemcpyDeviceToHost,
                                       self.stream)[0], "cudaMemcpyAsync")
-        _check(cudart.cudaStreamSynchronize(self.stream)[0], "cudaStreamSynchronize")
+        check_cuda(cudart.cudaStreamSynchronize(self.stream)[0], "cudaStreamSynchronize")
         return out
 
     def __del__(self) -> None:

@@ -139,7 +139,7 @@ def _calibrator(trt, cudart, cache: Path, faces: np.ndarray | None):
             self.device = None
             if self.batches:
                 err, self.device = cudart.cudaMalloc(self.batches[0].nbytes)
-                _check(err, "cudaMalloc")
+                check_cuda(err, "cudaMalloc")
 
         def get_batch_size(self) -> int:
             return OPT_BATCH
@@ -148,7 +148,7 @@ def _calibrator(trt, cudart, cache: Path, faces: np.ndarray | None):
             if not self.batches:
                 return None
             batch = self.batches.pop(0)
-            _check(cudart.cudaMemcpy(self.device, batch.ctypes.data, batch.nbytes,
+            check_cuda(cudart.cudaMemcpy(self.device, batch.ctypes.data, batch.nbytes,
                                      cudart.cudaMemcpyKind.cudaMemcpyHostToDevice)[0], "cudaMemcpy")
             return [int(self.device)]
 
@@ -162,7 +162,7 @@ def _calibrator(trt, cudart, cache: Path, faces: np.ndarray | None):
     return EntropyCalibrator()
 
 
-def _check(err, what: str) -> None:
+def check_cuda(err, what: str) -> None:
     if int(err) != 0:
         raise RuntimeUnavailableError(f"CUDA {what} failed with error {int(err)}: is the GPU visible "
                                       "(nvidia-smi) and the driver loaded?")
