@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -80,6 +81,36 @@ def test_cli_bad_config_exits_2(tmp_path, capsys):
     assert run_app(app, ["distill", "--config", str(bad)]) == 2
     assert "sgd, adamw" in capsys.readouterr().err
     assert run_app(app, ["distill", "--config", str(TINY), "--set", "nokey"]) == 2
+
+
+def test_prelu_fade_schedule_and_its_errors(setup, cache, tmp_path):
+    from distill.models.layers import FadingPReLU
+    from distill.train.checkpoint import save_checkpoint
+    from distill.train.main import _prelu_fader
+
+    with pytest.raises(ConfigError, match="prelu_fade_steps must be an integer >= 0"):
+        load_config(TINY, {"student.prelu_fade_steps": -1})
+    relu = create_model("mobilefacenet_tf_relu")
+    fade = _prelu_fader(load_config(TINY, {"student.prelu_fade_steps": 100}), relu, 120)
+    slopes = [m for m in relu.modules() if isinstance(m, FadingPReLU)]
+    for step, expected in ((0, 1.0), (25, 0.75), (100, 0.0), (130, 0.0)):
+        fade(step)
+        assert all(m.fade == pytest.approx(expected) for m in slopes), step
+    with pytest.raises(ConfigError, match="longer than the run"):  # TINY: 2 epochs
+        _prelu_fader(load_config(TINY, {"student.prelu_fade_steps": 250}), relu, 120)
+    with pytest.raises(ConfigError, match="has no fading PReLU"):
+        _prelu_fader(load_config(TINY, {"student.prelu_fade_steps": 1}), create_model("mobilefacenet_tiny"), 9)
+    # A whole run: a ReLU student starts from a PReLU checkpoint; its fade outlasts epoch 0,
+    # so epoch 0 (still part PReLU) cannot be best.pt.
+    init = tmp_path / "prelu.pt"
+    save_checkpoint({"model": create_model("mobilefacenet_tf").state_dict()}, init)
+    cfg = _config(setup, "fade", epochs=2, init=f"checkpoint:{init}",
+                  **{"student.name": "mobilefacenet_tf_relu", "student.prelu_fade_steps": 2,
+                     "teacher.name": "mobilefacenet-tflite", "teacher.path": None})  # 192-d
+    main(cfg, progress=False)
+    rows = [json.loads(r) for r in (setup / "fade" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["best"]) for r in rows if r["kind"] == "epoch"] == [(1, False), (2, True)]
+    create_model("mobilefacenet_tf_relu").load_state_dict(_weights(setup / "fade" / "best.pt"))
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

@@ -71,3 +71,34 @@ def test_wrong_file_and_size(tmp_path):
         load_tflite_weights(create_model("mobilefacenet_tf"), str(bad))
     with pytest.raises(ValueError, match="192-d"):
         create_model("mobilefacenet_tf", embedding_size=128)
+
+
+def test_relu_twin_loads_a_prelu_checkpoint_and_fades_to_relu():
+    from distill.models.layers import set_prelu_fade
+
+    torch.manual_seed(0)
+    prelu = create_model("mobilefacenet_tf").eval()
+    with torch.no_grad():  # slopes far from ReLU's 0, as in the real model (up to +-9)
+        for m in prelu.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.uniform_(-2.0, 2.0)
+    relu = create_model("mobilefacenet_tf_relu").eval()
+    relu.load_state_dict(prelu.state_dict(), strict=True)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        assert set_prelu_fade(relu, 1.0) == 33
+        assert torch.allclose(relu(x), prelu(x), atol=1e-5)  # fade 1: the PReLU model
+        set_prelu_fade(relu, 0.0)
+        for m in prelu.modules():
+            if isinstance(m, torch.nn.PReLU):
+                m.weight.zero_()
+        assert torch.allclose(relu(x), prelu(x), atol=1e-5)  # fade 0: slopes 0, i.e. ReLU
+        assert not torch.allclose(relu(x), create_model("mobilefacenet_tf_relu").eval()(x))
+
+
+def test_relu_twin_exports_without_prelu():
+    model = create_model("mobilefacenet_tf_relu").eval()
+    graph = torch.export.export(model, (torch.zeros(1, 3, 112, 112),)).graph
+    ops = {str(node.target) for node in graph.nodes if node.op == "call_function"}
+    assert any("relu" in op for op in ops)
+    assert not any("prelu" in op for op in ops)

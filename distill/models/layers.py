@@ -53,6 +53,35 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
+class FadingPReLU(nn.PReLU):
+    """A PReLU whose slopes can be faded to zero: ``prelu(x, fade * weight)``.
+
+    ``fade`` 1 is the PReLU it was loaded from, 0 (the default) is a plain ReLU, which is what
+    inference and export see. Turning a trained PReLU network into its ReLU twin in one jump
+    loses most of what it knew (the pretrained MobileFaceNet's slopes reach +-9); fading them
+    over a few hundred training steps (``student.prelu_fade_steps``) lets the weights follow.
+    The slopes keep PReLU's parameter name, so a PReLU checkpoint loads strictly; at fade 0
+    they are unused and do not reach an exported graph.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self.fade = 0.0  # a Python float, not a buffer: export sees a constant branch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fade == 0.0:
+            return torch.relu(x)
+        return nn.functional.prelu(x, self.weight * self.fade)
+
+
+def set_prelu_fade(model: nn.Module, fade: float) -> int:
+    """Set ``fade`` (clipped to [0, 1]) on every ``FadingPReLU`` of ``model``; returns how many."""
+    layers = [m for m in model.modules() if isinstance(m, FadingPReLU)]
+    for layer in layers:
+        layer.fade = min(max(float(fade), 0.0), 1.0)
+    return len(layers)
+
+
 class Add(nn.Module):
     """Elementwise ``x + y`` as a module.
 

@@ -11,6 +11,11 @@ with the TFLite interpreter to float precision (tests/test_mobilefacenet_tf.py).
 
 This is the student that masked template KD starts from (MaskInv initialises the student
 with the teacher's weights): same size as the paper's MobileFaceNet (1.2M parameters).
+
+``mobilefacenet_tf_relu`` is its quantization-friendly twin: ReLU where the original has PReLU
+(ReLU fuses into integer convolutions; PReLU stays float in onnxruntime, PT2E and LiteRT).
+Its activations are ``FadingPReLU`` at fade 0, so it starts from a PReLU checkpoint and
+``student.prelu_fade_steps`` fades the slopes out during distillation.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distill.models.layers import Add
+from distill.models.layers import Add, FadingPReLU
 from distill.registry import register_model
 
 # (expansion, out channels, blocks, first stride), as in the .tflite graph.
@@ -29,30 +34,34 @@ INPUT_RESCALE = 127.5 / 128.0
 
 
 class TFConv(nn.Sequential):
-    """[ZeroPad2d] -> Conv2d (bias) -> [PReLU]; TF 'SAME' or 'VALID' padding."""
+    """[ZeroPad2d] -> Conv2d (bias) -> [PReLU | ReLU]; TF 'SAME' or 'VALID' padding."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 act: bool = True, valid: bool = False) -> None:
+                 act: str | None = "prelu", valid: bool = False) -> None:
         layers: list[nn.Module] = []
         pad = 0 if valid else kernel // 2
         if stride == 2 and kernel > 1 and not valid:
             layers.append(nn.ZeroPad2d((0, 1, 0, 1)))  # TF SAME on even sizes: right/bottom only
             pad = 0
         layers.append(nn.Conv2d(cin, cout, kernel, stride, pad, groups=groups, bias=True))
-        if act:
+        if act == "prelu":
             layers.append(nn.PReLU(cout))
+        elif act == "relu":
+            layers.append(FadingPReLU(cout))  # fade 0: ReLU
+        elif act is not None:
+            raise ValueError(f"act must be 'prelu', 'relu' or None, got {act!r}")
         super().__init__(*layers)
 
 
 class InvertedResidual(nn.Module):
-    """Expand 1x1 (PReLU) -> depthwise 3x3 (PReLU) -> project 1x1 (linear) [+ input]."""
+    """Expand 1x1 (act) -> depthwise 3x3 (act) -> project 1x1 (linear) [+ input]."""
 
-    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int, act: str = "prelu") -> None:
         super().__init__()
         hidden = cin * expansion
-        self.expand = TFConv(cin, hidden)
-        self.depthwise = TFConv(hidden, hidden, 3, stride, groups=hidden)
-        self.project = TFConv(hidden, cout, act=False)
+        self.expand = TFConv(cin, hidden, act=act)
+        self.depthwise = TFConv(hidden, hidden, 3, stride, groups=hidden, act=act)
+        self.project = TFConv(hidden, cout, act=None)
         self.add = Add() if stride == 1 and cin == cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,25 +72,25 @@ class InvertedResidual(nn.Module):
 class MobileFaceNetTF(nn.Module):
     """sirius-ai's MobileFaceNet; forward returns the unnormalised 192-d embedding."""
 
-    def __init__(self, embedding_size: int | None = EMBEDDING) -> None:
+    def __init__(self, embedding_size: int | None = EMBEDDING, act: str = "prelu") -> None:
         super().__init__()
         self.embedding_size = EMBEDDING
         if embedding_size not in (None, EMBEDDING):
             raise ValueError(f"mobilefacenet_tf has a {EMBEDDING}-d embedding (its pretrained "
                              f"weights), got {embedding_size}")
-        self.stem = TFConv(3, 64, 3, 2)
-        self.dw = TFConv(64, 64, 3, groups=64)
-        self.pw = TFConv(64, 64, act=False)
+        self.stem = TFConv(3, 64, 3, 2, act=act)
+        self.dw = TFConv(64, 64, 3, groups=64, act=act)
+        self.pw = TFConv(64, 64, act=None)
         blocks, cin = [], 64
         for expansion, cout, count, stride in STAGES:
             for i in range(count):
-                blocks.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expansion))
+                blocks.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expansion, act))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.conv_last = TFConv(cin, 512)
-        self.gdc = TFConv(512, 512, 7, groups=512, act=False, valid=True)
-        self.linear = TFConv(512, 512, act=False)
-        self.embedding = TFConv(512, EMBEDDING, act=False)
+        self.conv_last = TFConv(cin, 512, act=act)
+        self.gdc = TFConv(512, 512, 7, groups=512, act=None, valid=True)
+        self.linear = TFConv(512, 512, act=None)
+        self.embedding = TFConv(512, EMBEDDING, act=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pw(self.dw(self.stem(x)))
@@ -93,6 +102,12 @@ class MobileFaceNetTF(nn.Module):
 def mobilefacenet_tf(embedding_size: int | None = EMBEDDING, **_: object) -> MobileFaceNetTF:
     """sirius-ai MobileFaceNet layout (192-d); load its weights with ``load_tflite_weights``."""
     return MobileFaceNetTF(embedding_size)
+
+
+@register_model()
+def mobilefacenet_tf_relu(embedding_size: int | None = EMBEDDING, **_: object) -> MobileFaceNetTF:
+    """``mobilefacenet_tf`` with ReLU (fading PReLU slopes): loads its PReLU checkpoints."""
+    return MobileFaceNetTF(embedding_size, act="relu")
 
 
 def load_tflite_weights(model: MobileFaceNetTF, path: str) -> MobileFaceNetTF:

@@ -57,10 +57,17 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """Student: a registered model; ``embedding_size`` None means the teacher's."""
+    """Student: a registered model; ``embedding_size`` None means the teacher's.
+
+    ``prelu_fade_steps``: steps over which a ReLU student's ``FadingPReLU`` slopes fade from
+    the PReLU checkpoint it starts from to zero (0: ReLU from the first step). Checkpoints
+    hold the ReLU model (no fade), so an epoch that ends mid-fade is never ``best.pt``; a
+    resumed run recomputes the fade from its step.
+    """
 
     name: str = "mobilefacenet"
     embedding_size: int | None = None
+    prelu_fade_steps: int = 0
 
     def __post_init__(self) -> None:
         from distill.registry import list_models
@@ -68,6 +75,9 @@ class StudentConfig:
         _one_of("student.name", self.name, tuple(list_models()))
         if self.embedding_size is not None:
             _positive("student.embedding_size", self.embedding_size)
+        if not isinstance(self.prelu_fade_steps, int) or self.prelu_fade_steps < 0:
+            raise ConfigError(f"student.prelu_fade_steps must be an integer >= 0, "
+                              f"got {self.prelu_fade_steps!r}")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ class StepContext:
     log_row: Callable[[dict], None]
     progress: bool = True
     accumulate: int = 1
+    after_step: Callable[[int], None] | None = None  # called with the global step after each
 
 
 def _batch_to_device(batch: dict, templates: np.ndarray, ctx: StepContext,
@@ -90,6 +91,8 @@ def train_one_epoch(objective: nn.Module, optimizer: torch.optim.Optimizer, sche
         ctx.scaler.update()
         scheduler.step()
         step += 1
+        if ctx.after_step is not None:
+            ctx.after_step(step)
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + value * len(images)
         seen += len(images)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from distill.models.layers import set_prelu_fade
 from distill.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from distill.train.config import TrainConfig, config_dict, save_config
 from distill.train.distributed import DistInfo, barrier, cleanup, init_distributed
@@ -161,8 +162,10 @@ def run_phase(cfg: TrainConfig, data: RunData, info: DistInfo, init_state: dict 
     metrics = MetricsLog(out / "metrics.jsonl", info.is_main, keep_until_step=step)
     if info.is_main:
         save_config(cfg, out / "config.yaml")
+    fade = _prelu_fader(cfg, objective.student, len(train_loader))
+    fade(step)  # a resumed run continues the fade where it stopped
     ctx = StepContext(info, amp, cfg.channels_last and info.device.type == "cuda", scaler,
-                      cfg.log_every, metrics.append, progress, cfg.accumulate)
+                      cfg.log_every, metrics.append, progress, cfg.accumulate, fade)
     run = _Run(cfg, data, objective, optimizer, scheduler, scaler, val_loader, ctx, metrics,
                _open_pack(cfg) if info.is_main else None)
     if start == 0 and run.pack is not None and cfg.eval.initial:
@@ -177,6 +180,21 @@ def run_phase(cfg: TrainConfig, data: RunData, info: DistInfo, init_state: dict 
         barrier(info)
     if info.is_main and run.pack is not None:
         _final_evaluation(cfg, objective, data, info, run.pack)
+
+
+def _prelu_fader(cfg: TrainConfig, student: torch.nn.Module, steps_per_epoch: int):
+    """``fade(step)``: the ``FadingPReLU`` slopes' weight after ``step`` optimiser steps, linear
+    from 1 to 0 over ``student.prelu_fade_steps`` (a no-op for students without them)."""
+    total = cfg.student.prelu_fade_steps
+    if total == 0:
+        return lambda step: None  # FadingPReLU defaults to fade 0: ReLU
+    if total > steps_per_epoch * cfg.epochs:
+        raise ConfigError(f"student.prelu_fade_steps {total} is longer than the run "
+                          f"({cfg.epochs} epochs x {steps_per_epoch} steps)")
+    if set_prelu_fade(student, 1.0) == 0:
+        raise ConfigError(f"student.prelu_fade_steps is set but {cfg.student.name} has no fading "
+                          f"PReLU; use a *_relu student such as mobilefacenet_tf_relu")
+    return lambda step: set_prelu_fade(student, 1.0 - step / total)
 
 
 @dataclasses.dataclass
@@ -207,8 +225,10 @@ def _end_epoch(run: _Run, epoch: int, step: int, best: float, train: dict) -> fl
         result = evaluate(objective.student, run.pack, ctx.info.device, cfg.eval.sets,
                           cfg.eval.quick_each_epoch, cfg.eval.batch_size, ctx.channels_last)
         row["eval"] = {k: v["accuracy"] for k, v in result.items() if k in cfg.eval.sets}
-    is_best = val["val_loss"] < best
-    best = min(best, val["val_loss"])
+    # Mid-fade, the trained model has PReLU slopes that the saved (ReLU) model lacks: never best.
+    fading = step < cfg.student.prelu_fade_steps
+    is_best = val["val_loss"] < best and not fading
+    best = best if fading else min(best, val["val_loss"])
     state = {"model": objective.student.state_dict(), "criterion": objective.criterion.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
              "scaler": run.scaler.state_dict(), "epoch": epoch, "step": step, "best_val": best,
