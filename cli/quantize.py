@@ -68,6 +68,9 @@ def quantize(
                                        "from the start)."),
     freeze_observers: int = typer.Option(None, "--freeze-observer-step", min=0,
                                          help="QAT step at which INT8 ranges freeze (default 3/4 of --steps)."),
+    qat_faces: int = typer.Option(0, "--qat-faces", min=0,
+                                  help="QAT trains on N UTKFace faces (the students' training set, "
+                                       "parity-check faces left out); 0: on the calibration split."),
     keep_float: str = typer.Option("", "--keep-float",
                                    help="Comma-separated conv module names INT8 leaves in float "
                                         "(the parity gate's sensitivity report names them)."),
@@ -79,7 +82,7 @@ def quantize(
     from quantize.qat import QATConfig
 
     qat = QATConfig(steps=steps, batch_size=batch_size, lr=lr, freeze_bn_step=freeze_bn,
-                    freeze_observer_step=freeze_observers)
+                    freeze_observer_step=freeze_observers, faces=qat_faces)
     layers = tuple(v.strip() for v in keep_float.split(",") if v.strip())
     config = RunConfig(checkpoint, _formats(formats), method.value, out,
                        _calibration(calib, calib_source), qat, layers, threads)

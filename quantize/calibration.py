@@ -156,6 +156,23 @@ def load_calibration(config: CalibrationConfig = CalibrationConfig(), workers: i
     return CalibrationSet(name, key, unmasked, masked, ids, kept, n_check)
 
 
+def load_training_faces(calibration: CalibrationSet, size: int, source: str = "utkface",
+                        seed: int = 1, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` more faces (unmasked, masked) for QAT, none of them a parity-check face.
+
+    QAT on the calibration split alone (~450 faces) learns those faces and loses on the
+    held-back ones; UTKFace, the students' own training set, has 19,000. The set is built and
+    cached like a calibration split (another seed); faces that are check faces of
+    ``calibration`` are dropped, so the parity gate still judges on faces QAT never saw.
+    """
+    extra = load_calibration(CalibrationConfig(source, size, check=1, seed=seed), progress=progress)
+    checks = set(calibration.keys[calibration.n_calib:])
+    keep = np.array([k not in checks and f"{source}:{k}" not in checks for k in extra.keys])
+    log.info("QAT faces: %d from %s (%d parity-check faces left out)", int(keep.sum()), source,
+             int((~keep).sum()))
+    return extra.unmasked[keep], extra.masked[keep]
+
+
 def _split(config: CalibrationConfig) -> list[CalibrationConfig]:
     parts = config.parts
     sizes = [config.size // len(parts) + (i < config.size % len(parts)) for i in range(len(parts))]

@@ -7,8 +7,9 @@ Route (``shared/TOOLCHAIN.md``):
    the quantizer litert-torch can lower, and whose QDQ ONNX OpenVINO and onnxruntime run;
 3. one pass over the faces to set the INT8 ranges (PTQ-style), then ``steps`` of knowledge
    distillation: the fake-quantized student learns to reproduce the FP32
-   student's L2-normalised embeddings (loss ``1 - cos``) on the calibration split's faces,
-   unmasked and masked, randomly mirrored;
+   student's L2-normalised embeddings (loss ``1 - cos``) on the calibration split's faces
+   (or ``faces`` UTKFace faces, the students' training set), unmasked and masked, randomly
+   mirrored;
 4. schedule: BatchNorm statistics freeze at ``freeze_bn_step`` (BN then uses its running
    statistics, as it will once folded), observers freeze at ``freeze_observer_step`` (scales
    stop moving, weights adapt to them); ``freeze_bn_step=0`` folds BN into the convolutions
@@ -49,6 +50,8 @@ class QATConfig:
         freeze_bn_step: step at which BN statistics freeze (0: folded from the start; None:
             half-way).
         freeze_observer_step: step at which activation/weight ranges freeze (None: at 3/4).
+        faces: 0 trains on the calibration split's faces; N > 0 on N UTKFace faces instead
+            (the parity-check faces left out), which QAT cannot memorise in a few hundred steps.
         seed: batch sampling and mirroring.
     """
 
@@ -57,11 +60,14 @@ class QATConfig:
     lr: float = 1e-4
     freeze_bn_step: int | None = 0
     freeze_observer_step: int | None = None
+    faces: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(f"QAT steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.faces < 0:
+            raise ConfigError(f"QAT faces must be >= 0 (0: the calibration split), got {self.faces}")
         if not 0 < self.lr < 1:
             raise ConfigError(f"QAT lr must be in (0, 1), got {self.lr}")
         for name in ("freeze_bn_step", "freeze_observer_step"):
@@ -104,10 +110,12 @@ def run_qat(student: Student, calibration: CalibrationSet, config: QATConfig = Q
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    faces, targets = _training_set(student, calibration, config.batch_size)
+    faces, targets = _training_set(student, calibration, config, progress)
     start = time.perf_counter()
     prepared = _prepare(student, config, keep_float, faces[:2])
-    _calibrate_observers(prepared, faces, config.batch_size)
+    # INT8 ranges start from the calibration faces, whatever QAT then trains on.
+    calibration_faces = student.to_tensor(np.concatenate(calibration.training_pairs()))
+    _calibrate_observers(prepared, calibration_faces, config.batch_size)
     losses = _train(prepared, faces, targets, config, progress)
     prepared.eval()
     converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
@@ -117,8 +125,15 @@ def run_qat(student: Student, calibration: CalibrationSet, config: QATConfig = Q
     return result
 
 
-def _training_set(student: Student, calibration: CalibrationSet, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    unmasked, masked = calibration.training_pairs()
+def _training_set(student: Student, calibration: CalibrationSet, config: QATConfig,
+                  progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from quantize.calibration import load_training_faces
+
+    batch = config.batch_size
+    if config.faces:
+        unmasked, masked = load_training_faces(calibration, config.faces, progress=progress)
+    else:
+        unmasked, masked = calibration.training_pairs()
     faces = np.concatenate([unmasked, masked])
     if len(faces) < batch:
         raise CalibrationError(f"QAT needs at least one batch of faces ({batch}); the calibration "
@@ -153,7 +168,7 @@ def _calibrate_observers(prepared, faces: torch.Tensor, batch: int) -> None:
     # One pass over the faces before any weight moves: INT8 ranges start from the data (as in
     # PTQ) instead of from the first training batch, so training starts near PTQ's accuracy.
     prepared.eval()
-    for start in range(0, len(faces) // 2, batch):  # the unmirrored half
+    for start in range(0, len(faces), batch):
         prepared(faces[start:start + batch])
 
 

@@ -182,6 +182,20 @@ def test_qat_config_is_validated():
         QATConfig(steps=10, freeze_bn_step=11)
     assert QATConfig(steps=8, freeze_bn_step=None).bn_step == 4
     assert QATConfig(steps=8).observer_step == 6
+    with pytest.raises(ConfigError, match="faces must be >= 0"):
+        QATConfig(faces=-1)
+
+
+def test_qat_on_utkface_faces_leaves_out_the_parity_check_faces(tiny, calibration):
+    from quantize.calibration import load_training_faces
+
+    # Seed 0 picks the calibration split's own UTKFace faces first, its 4 check faces among them.
+    unmasked, masked = load_training_faces(calibration, 48, seed=0, progress=False)
+    checks = calibration.unmasked[calibration.n_calib:]
+    assert 40 <= len(unmasked) == len(masked) <= 44
+    assert not any((face == check).all() for face in unmasked for check in checks)
+    result = run_qat(tiny, calibration, QATConfig(steps=2, batch_size=8, faces=48))
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
 
 
 # ---- CLI ----------------------------------------------------------------------------------
