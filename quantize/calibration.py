@@ -211,9 +211,14 @@ def _open_source(config: CalibrationConfig):
 
 
 def _stat(path: Path) -> str:
-    # Size and mtime identify a data file well enough for a cache key and cost nothing.
-    info = os.stat(path)
-    return f"{path.name}:{info.st_size}:{int(info.st_mtime)}"
+    # Content, not mtime: a data root copied or re-provisioned (new mtimes) keeps its caches.
+    if path.is_dir():  # a folder: its path and mtime (which adding or removing a file changes)
+        return f"{path.resolve()}:{int(os.stat(path).st_mtime)}"
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.name}:{os.stat(path).st_size}:{digest.hexdigest()[:16]}"
 
 
 def _person(key: str, by_folder: bool = True) -> str:
