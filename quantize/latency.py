@@ -5,7 +5,8 @@ included: the same numpy code for every model) with the models of one comparison
 side and called in turn, round after round (the order rotating), so that background load on a
 shared machine hits FP32 and INT8 alike; medians and p90 of sorted samples.
 
-``python -m quantize.latency`` runs the study behind ``quantize/reports/int8_latency.md``:
+``python -m quantize.latency`` runs the study behind ``quantize/reports/int8_latency.md``
+(``--models RUN/best.pt ...`` runs it on trained students instead):
 MobileFaceNet with PReLU (the paper's) against its ReLU twin, random weights (BatchNorm
 statistics measured on real faces), FP32 vs INT8 PTQ on onnxruntime, OpenVINO and LiteRT at 1
 and 2 threads; plus onnxruntime's u8 vs s8 activations, with the kernels its optimiser chose.
@@ -74,21 +75,25 @@ def ort_kernels(path: Path) -> dict[str, int]:
 
 
 def study(out_dir: Path, archs=ARCHS, threads=(1, 2), runs: int = 100, calib_size: int = 256) -> dict:
-    """Export FP32 and INT8 of each arch in each format and time them (see module doc)."""
+    """Export FP32 and INT8 of each arch in each format and time them (see module doc).
+
+    ``archs``: registered names (random weights) or student checkpoints (``RUN/best.pt``: the
+    real weights, so the INT8 cosine to FP32 is the trained model's).
+    """
     from quantize.calibration import CalibrationConfig, load_calibration
     from quantize.context import ExportContext
     from quantize.exporter import run_export
     from quantize.exporters.onnx import quantize_onnx
     from quantize.formats import FORMATS
     from quantize.parity import ParityGate
-    from quantize.student import random_student
 
     calib = load_calibration(CalibrationConfig(size=calib_size))
     face = calib.check_faces()[0]
     rows, kernels = [], {}
     for arch in archs:
-        student = random_student(arch, calib.calibration_faces(), name=arch)
-        # Random weights: the INT8 parity is reported, not gated (latency is the question).
+        student = _student(arch, calib)
+        arch = student.name
+        # The INT8 parity is reported, not gated (latency is the question).
         ctx = ExportContext(student, calib, out_dir / arch,
                             gates={"fp32": ParityGate(min=0.9999), "int8": ParityGate(min=-1.0)})
         for fmt in FORMATS.values():
@@ -109,6 +114,14 @@ def study(out_dir: Path, archs=ARCHS, threads=(1, 2), runs: int = 100, calib_siz
     return {"rows": rows, "ort_kernels": kernels, "runs": runs, "system": _system()}
 
 
+def _student(arch: str, calib):
+    from quantize.student import load_student, random_student
+
+    if arch.endswith(".pt"):
+        return load_student(arch)  # named after its run
+    return random_student(arch, calib.calibration_faces(), name=arch)
+
+
 def _s8s8_variant(ctx, card, quantize_onnx) -> Path:
     """The same ONNX INT8 export with s8 activations, carded like the u8 one."""
     import dataclasses
@@ -127,15 +140,18 @@ def render(result: dict) -> str:
     rows = result["rows"]
     lines = ["# INT8 vs FP32 latency: MobileFaceNet PReLU vs ReLU", "",
              f"Batch 1, one aligned face, `Runtime.embed` (pre-processing included), median of "
-             f"{result['runs']} interleaved runs per model (p90 in the JSON). Random weights "
-             "(BatchNorm statistics measured on real faces): latency does not depend on them.", "",
+             f"{result['runs']} interleaved runs per model (p90 in the JSON). Weights: random "
+             "(BatchNorm statistics measured on real faces) for registered names, trained for "
+             "checkpoints; latency does not depend on them, the INT8 cosine to FP32 (mean over "
+             "the held-back calibration faces) does.", "",
              f"Machine: {result['system']}", "",
-             "| model | runtime | threads | FP32 ms | INT8 ms | INT8 / FP32 | INT8 faster? |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | runtime | threads | FP32 ms | INT8 ms | INT8 / FP32 | INT8 faster? | INT8 cos |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio = r["int8_ms"] / r["fp32_ms"]
         lines.append(f"| {r['arch']} | {r['runtime']} | {r['threads']} | {r['fp32_ms']:.2f} | "
-                     f"{r['int8_ms']:.2f} | {ratio:.2f} | {'yes' if ratio < 1 else '**no**'} |")
+                     f"{r['int8_ms']:.2f} | {ratio:.2f} | {'yes' if ratio < 1 else '**no**'} | "
+                     f"{r['int8_cosine']:.4f} |")
     lines += ["", "## Verdict", ""] + _verdict(rows)
     lines += ["", "## onnxruntime: u8 vs s8 activations (both 7-bit per-channel weights)", "",
               "| model | threads | u8s8 ms | s8s8 ms | FP32 ms |", "|---|---|---|---|---|"]
@@ -177,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/quantize/latency"))
     parser.add_argument("--report", type=Path, default=REPORT)
+    parser.add_argument("--models", nargs="+", default=list(ARCHS),
+                        help="registered archs (random weights) or student checkpoints (.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = study(args.out, runs=args.runs)
+    result = study(args.out, archs=args.models, runs=args.runs)
     args.report.write_text(render(result))
     args.report.with_suffix(".json").write_text(json.dumps(result, indent=1))
     print(args.report.read_text())

@@ -234,3 +234,15 @@ def test_cli_quantize_fails_on_the_int8_gate_with_a_report(checkpoint, tmp_path,
     assert card_path(tmp_path / f"{name}.fp32.onnx").is_file()
     assert not card_path(tmp_path / f"{name}.int8-ptq.onnx").exists()
     assert (tmp_path / "summary.json").is_file()
+
+
+def test_latency_study_takes_trained_checkpoints_and_reports_their_cosine(checkpoint, calibration):
+    from quantize.latency import _student, render
+
+    student = _student(str(checkpoint), calibration)
+    assert student.checkpoint == checkpoint and student.arch == "mobilefacenet_tiny"
+    row = {"arch": student.name, "format": "openvino", "runtime": "openvino", "threads": 1,
+           "int8_cosine": 0.9931, "fp32_ms": 8.0, "int8_ms": 6.0}
+    text = render({"rows": [row], "runs": 3, "system": "test", "ort_kernels": {}})
+    assert "| 8.00 | 6.00 | 0.75 | yes | 0.9931 |" in text
+    assert f"- {student.name}: INT8 faster than FP32 everywhere" in text
