@@ -75,6 +75,9 @@ def quantize(
                                    help="Comma-separated conv module names INT8 leaves in float "
                                         "(the parity gate's sensitivity report names them)."),
     report: bool = typer.Option(False, "--report", help="Then write the retention report (masked LFW)."),
+    equalize: bool = typer.Option(False, "--equalize",
+                                  help="Even out per-channel activation ranges before INT8 "
+                                       "(conv -> PReLU/ReLU -> depthwise pairs; FP32 unchanged)."),
     threads: int = THREADS,
 ) -> None:
     """Export FP32 and INT8 (PTQ or QAT) models; INT8 must pass the parity gate or the command fails."""
@@ -85,7 +88,7 @@ def quantize(
                     freeze_observer_step=freeze_observers, faces=qat_faces)
     layers = tuple(v.strip() for v in keep_float.split(",") if v.strip())
     config = RunConfig(checkpoint, _formats(formats), method.value, out,
-                       _calibration(calib, calib_source), qat, layers, threads)
+                       _calibration(calib, calib_source), qat, layers, threads, equalize)
     summary = quantize_models(config)
     _print(summary)
     if report:

@@ -41,6 +41,9 @@ class RunConfig:
         keep_float: module names left in float by INT8 exports.
         threads: torch intra-op threads (None: torch's default). On a busy machine fewer
             threads than cores avoids OpenMP threads spinning against each other.
+        equalize: rescale every conv -> PReLU/ReLU -> depthwise pair to even per-channel
+            activation ranges first (``quantize.equalize``; off by default: on the PReLU
+            student it did not help end to end, see its report).
     """
 
     checkpoint: Path
@@ -51,6 +54,7 @@ class RunConfig:
     qat: QATConfig = field(default_factory=QATConfig)
     keep_float: tuple[str, ...] = ()
     threads: int | None = None
+    equalize: bool = False
 
     def __post_init__(self) -> None:
         parse_formats(self.formats)  # raises on unknown names, listing the valid ones
@@ -106,6 +110,10 @@ def _run(config: RunConfig, tags: tuple[str, ...], progress: bool) -> RunSummary
         torch.set_num_threads(config.threads)
     student = load_student(config.checkpoint)
     calibration = load_calibration(config.calibration, progress=progress)
+    if config.equalize:
+        from quantize.equalize import equalize
+
+        student = equalize(student, calibration.calibration_faces())[0]
     ctx = ExportContext(student, calibration, config.out_dir, keep_float=config.keep_float)
     summary = RunSummary(ctx.out_dir)
     if "int8-qat" in tags:
