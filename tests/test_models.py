@@ -104,7 +104,7 @@ def test_registry_unknown_name_lists_known_names():
 def test_create_model_unknown_lists_models():
     with pytest.raises(ValueError, match="mobilefacenet_tiny.*senet50_ffr"):
         create_model("mobilefacenet_v9")
-    extra = {"iresnet34", "iresnet100", "mobilefacenet_tf"}  # counted or tested elsewhere
+    extra = {"iresnet34", "iresnet100", "mobilefacenet_tf", "mobilefacenet_tf_relu"}  # tested elsewhere
     assert {name for name, _ in FULL} | set(TINY) | extra == set(list_models())
 
 

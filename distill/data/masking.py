@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import functools
 import logging
+import os
 from pathlib import Path
 
 import cv2
@@ -53,10 +54,13 @@ def scaled_library_folder(size: int = 112, source: MaskLibrary | None = None) ->
         small = cv2.resize(tpl.image, (width, height), interpolation=cv2.INTER_AREA)
         scale = np.array([width / tpl.image.shape[1], height / tpl.image.shape[0]], np.float32)
         anchors = (tpl.anchors + 0.5) * scale - 0.5  # pixel centres scale, not corners
-        cv2.imwrite(str(folder / f"{name}.png"), small)
+        # Unique temporary names, then atomic renames: DDP ranks may build this folder at once.
+        png = folder / f"{name}.{os.getpid()}.tmp.png"
+        cv2.imwrite(str(png), small)
+        png.replace(folder / f"{name}.png")
         cfg[name] = {"template": f"{name}.png", "tint": "yes" if tpl.tint else "no",
                      **{f"mask_{c}": f"{x:.3f}, {y:.3f}" for c, (x, y) in zip("abcdef", anchors)}}
-    tmp = folder / "masks.cfg.tmp"
+    tmp = folder / f"masks.cfg.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         cfg.write(fh)
     tmp.replace(folder / "masks.cfg")
