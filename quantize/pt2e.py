@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 from torchao.quantization.pt2e.quantizer import (ComposableQuantizer, QuantizationAnnotation,
-                                                 Quantizer)
+                                                 Quantizer, SharedQuantizationSpec)
 from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
 
 from edge.errors import ConfigError
@@ -26,8 +26,39 @@ def xnnpack_quantizer(keep_float: tuple[str, ...] = (), is_qat: bool = False,
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat,
                                                weight_qmin=-weight_qmax, weight_qmax=weight_qmax)
-    quantizer = XNNPACKQuantizer().set_global(config)
-    return ComposableQuantizer([_KeepFloat(keep_float), quantizer]) if keep_float else quantizer
+    steps = [_KeepFloat(keep_float)] if keep_float else []
+    return ComposableQuantizer([*steps, XNNPACKQuantizer().set_global(config), _SharePadRange()])
+
+
+class _SharePadRange(Quantizer):
+    """Gives a zero pad the INT8 range of the tensor it pads.
+
+    The XNNPACK quantizer leaves ``aten.pad`` unannotated, so the padded tensor gets its own
+    observer: LiteRT then lowers each of the stride-2 convolutions' TF-'SAME' pads as
+    TRANSPOSE -> PAD -> QUANTIZE (a requantization) -> TRANSPOSE in NCHW, outside the fused
+    convolution. Zero padding cannot change a range, so sharing it is exact.
+    """
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        for node in model.graph.nodes:
+            if node.op != "call_function" or node.target not in _PADS:
+                continue
+            source = node.args[0]
+            annotation = source.meta.get("quantization_annotation")
+            if annotation is None or annotation.output_qspec is None:
+                continue  # e.g. the network input: the convolution after it observes the pad
+            if node.meta.get("quantization_annotation") is not None:
+                continue  # a --keep-float module
+            shared = SharedQuantizationSpec(source)
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map={source: shared}, output_qspec=shared, _annotated=True)
+        return model
+
+    def validate(self, model: torch.fx.GraphModule) -> None:
+        return None
+
+
+_PADS = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
 
 
 class _KeepFloat(Quantizer):

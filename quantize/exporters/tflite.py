@@ -75,10 +75,15 @@ def _static_config():
 
 
 def _lower(model: torch.nn.Module, ctx: ExportContext, path: Path, quant_config) -> Path:
+    return _lower_nhwc(model, ctx.example_input(1), path, quant_config)
+
+
+def _lower_nhwc(model: torch.nn.Module, sample: torch.Tensor, path: Path, quant_config) -> Path:
+    """Lower ``model`` (NCHW) to a .tflite taking NHWC input; ``sample``: one NCHW input."""
     import litert_torch
 
     nhwc = litert_torch.to_channel_last_io(model, args=[0]).eval()
-    sample = ctx.example_input(1).permute(0, 2, 3, 1).contiguous()
-    edge_model = litert_torch.convert(nhwc, (sample,), quant_config=quant_config)
+    edge_model = litert_torch.convert(nhwc, (sample.permute(0, 2, 3, 1).contiguous(),),
+                                      quant_config=quant_config)
     edge_model.export(str(path))
     return path
