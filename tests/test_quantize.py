@@ -246,3 +246,56 @@ def test_latency_study_takes_trained_checkpoints_and_reports_their_cosine(checkp
     text = render({"rows": [row], "runs": 3, "system": "test", "ort_kernels": {}})
     assert "| 8.00 | 6.00 | 0.75 | yes | 0.9931 |" in text
     assert f"- {student.name}: INT8 faster than FP32 everywhere" in text
+
+
+class _PadThenStride2(torch.nn.Module):
+    """conv -> ReLU -> TF-'SAME' zero pad -> stride-2 depthwise conv, as in mobilefacenet_tf."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 1)
+        self.pad = torch.nn.ZeroPad2d((0, 1, 0, 1))
+        self.dw = torch.nn.Conv2d(8, 8, 3, 2, groups=8)
+
+    def forward(self, x):
+        return self.dw(self.pad(torch.relu(self.conv(x))))
+
+
+def test_pt2e_zero_pad_shares_the_range_of_what_it_pads(tmp_path):
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from quantize.exporters.tflite import _lower_nhwc, _static_config
+    from quantize.pt2e import xnnpack_quantizer
+
+    model, x = _PadThenStride2().eval(), torch.rand(4, 3, 16, 16)
+    batch = {0: torch.export.Dim("batch", min=1, max=64)}
+    graph = torch.export.export(model, (x,), dynamic_shapes=(batch,)).module()
+    prepared = prepare_pt2e(graph, xnnpack_quantizer())
+    pad = next(n for n in prepared.graph.nodes if n.target == torch.ops.aten.pad.default)
+    observer_in, observer_out = pad.args[0], next(iter(pad.users))
+    assert getattr(prepared, observer_in.target) is getattr(prepared, observer_out.target)
+    prepared(x)
+    converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
+    path = _lower_nhwc(converted, x[:1], tmp_path / "pad.tflite", _static_config())
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = [op["op_name"] for op in Interpreter(model_path=str(path))._get_ops_details()]
+    assert "QUANTIZE" not in ops, ops  # no requantization between the pad and the conv
+
+
+def test_kernel_study_stacks_and_verdict():
+    from quantize.kernels import conv_stack, render, stack_macs
+
+    for kind in ("pointwise", "depthwise"):
+        assert conv_stack(kind)(torch.zeros(2, 3, 112, 112)).shape == (2, 128)
+    assert stack_macs("pointwise") == 8 * 28 * 28 * 128 * 128
+    with pytest.raises(ValueError, match="valid: pointwise, depthwise"):
+        conv_stack("dilated")
+    row = {"kind": "pointwise", "threads": 1, "macs": 10**8, "int8_cosine": 0.99}
+    result = {"runs": 1, "system": "test", "rows": [
+        dict(row, runtime="openvino", fp32_ms=2.0, int8_ms=1.0),
+        dict(row, runtime="tflite", fp32_ms=2.0, int8_ms=2.2)]}
+    text = render(result)
+    assert "| pointwise | tflite | 1 | 2.000 | 2.200 | 1.10 | 50.0 | 45.5 |" in text
+    assert "**not** faster than FP32 on tflite on" in text
