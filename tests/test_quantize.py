@@ -292,10 +292,10 @@ def test_kernel_study_stacks_and_verdict():
     assert stack_macs("pointwise") == 8 * 28 * 28 * 128 * 128
     with pytest.raises(ValueError, match="valid: pointwise, depthwise"):
         conv_stack("dilated")
-    row = {"kind": "pointwise", "threads": 1, "macs": 10**8, "int8_cosine": 0.99}
+    row = {"kind": "pointwise", "threads": 1, "macs": 10**8}
     result = {"runs": 1, "system": "test", "rows": [
         dict(row, runtime="openvino", fp32_ms=2.0, int8_ms=1.0),
         dict(row, runtime="tflite", fp32_ms=2.0, int8_ms=2.2)]}
     text = render(result)
-    assert "| pointwise | tflite | 1 | 2.000 | 2.200 | 1.10 | 50.0 | 45.5 |" in text
+    assert "| pointwise | tflite | 1 | 2.000 | 2.200 | 1.10 | 50.0 | 45.5 |\n" in text
     assert "**not** faster than FP32 on tflite on" in text
