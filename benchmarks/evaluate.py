@@ -139,5 +139,7 @@ def _one_set(name: str, emb: dict, pack: Pack, keep: np.ndarray, quick: bool) ->
         n_genuine=int(genuine.size),
         n_impostor=int(getattr(impostor, "total", np.size(impostor))),
     )
-    out["_curves"] = {"far": far, "tar": tar, "genuine": genuine, "impostor": impostor}
+    # Per-pair scores (pack order) for paired comparisons of two models (benchmarks.paired).
+    out["_curves"] = {"far": far, "tar": tar, "genuine": genuine, "impostor": impostor,
+                      "scores": scores}
     return out

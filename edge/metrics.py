@@ -157,17 +157,30 @@ def ten_fold_accuracy(scores, is_same, folds=10) -> FoldResult:
     Raises:
         ValueError: bad shapes, fewer than 2 folds, non-finite scores.
     """
+    correct, ids, thresholds = fold_decisions(scores, is_same, folds)
+    acc = np.asarray([correct[ids == fold].mean() for fold in np.unique(ids)])
+    return FoldResult(float(acc.mean()), float(acc.std()), acc, thresholds)
+
+
+def fold_decisions(scores, is_same, folds=10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pair: is the k-fold protocol's decision right? (Its threshold: from the other folds.)
+
+    Returns:
+        ``(correct, fold_ids, thresholds)``: a bool per pair, the fold label per pair, and one
+        threshold per fold (in label order). Two models' ``correct`` on the same pairs can be
+        compared pair by pair (``benchmarks.paired``).
+    """
     s = _scores(scores, "scores").astype(np.float64)
     same = _labels(is_same, s.size)
     ids = _fold_ids(folds, s.size)
-    accuracies, thresholds = [], []
+    correct = np.zeros(s.size, bool)
+    thresholds = []
     for fold in np.unique(ids):
         test = ids == fold
         threshold, _ = best_threshold(s[~test], same[~test])
-        accuracies.append(np.mean((s[test] >= threshold) == same[test]))
+        correct[test] = (s[test] >= threshold) == same[test]
         thresholds.append(threshold)
-    acc = np.asarray(accuracies)
-    return FoldResult(float(acc.mean()), float(acc.std()), acc, np.asarray(thresholds))
+    return correct, ids, np.asarray(thresholds)
 
 
 def roc_curve(genuine, impostor, drop_intermediate: bool = True):

@@ -72,6 +72,7 @@ def evaluate_all(models: list[tuple[Path, ModelCard]], pack, quick: bool, runs: 
                 if row["path"] in timed:
                     row[f"latency_{count}t_ms"] = round(timed[row["path"]]["median_ms"], 3)
     _retention(rows)
+    _paired(rows, pack)
     return rows
 
 
@@ -89,9 +90,39 @@ def render(rows: list[dict], pack_name: str, quick: bool, plot: str | None) -> s
         lines.append(f"| {r['runtime']} | {r['tag']} | {accs} | {_pct(r.get('U-M_tar'))} | "
                      f"{_pct(r.get('U-M_retention'))} | {_num(r['cosine'], 5)} | {_num(r['mb'], 2)} | "
                      f"{_num(r.get('latency_1t_ms'), 2)} | {_num(r.get('latency_2t_ms'), 2)} |")
+    lines += _paired_table(rows)
     if plot:
         lines += ["", f"![retention]({plot})"]
     return "\n".join(lines) + "\n"
+
+
+def _paired_table(rows: list[dict]) -> list[str]:
+    paired = [r for r in rows if r.get("paired")]
+    if not paired:
+        return []
+    lines = ["", "INT8 against FP32 of the same runtime, pair by pair (`benchmarks.paired`): accuracy "
+             "difference in points with its 95% interval, pairs lost / gained (decided right by "
+             "FP32 only / by INT8 only), McNemar's exact p. A 0.1-point change is 6 of 6,000 pairs.",
+             "", "| runtime | model | " + " | ".join(f"{s} diff [95% CI]" for s in SETS)
+             + " | " + " | ".join(f"{s} lost/gained, p" for s in SETS) + " |",
+             "|---|---|" + "---|" * (2 * len(SETS))]
+    for r in paired:
+        p = r["paired"]
+        diffs = " | ".join(_diff(p.get(s)) for s in SETS)
+        flips = " | ".join(_flips(p.get(s)) for s in SETS)
+        lines.append(f"| {r['runtime']} | {r['tag']} | {diffs} | {flips} |")
+    return lines
+
+
+def _diff(p: dict | None) -> str:
+    if not p:
+        return "-"
+    low, high = p["ci95"]
+    return f"{100 * p['difference']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
+def _flips(p: dict | None) -> str:
+    return "-" if not p else f"{p['reference_only']}/{p['candidate_only']}, {p['p_value']:.2f}"
 
 
 def plot_rows(rows: list[dict], path: Path) -> Path | None:
@@ -138,7 +169,8 @@ def retention_report(folder: Path, checkpoint: Path | None = None, quick: bool =
     png = plot_rows(rows, folder / "retention.png")
     markdown = folder / "retention.md"
     markdown.write_text(render(rows, f"{pack.name} (pack {pack.key})", quick, png and png.name))
-    (folder / "retention.json").write_text(json.dumps(rows, indent=1))
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    (folder / "retention.json").write_text(json.dumps(public, indent=1))
     return markdown, png
 
 
@@ -149,7 +181,22 @@ def _row(runtime: str, tag: str, name: str, path: Path, results: dict, cosine) -
         if s in results:
             row[f"{s}_acc"] = results[s]["accuracy"]
             row[f"{s}_tar"] = results[s].get("tar_at_far", {}).get("0.001", {}).get("tar")
+    row["_scores"] = {s: results[s]["_curves"]["scores"] for s in SETS
+                      if "_curves" in results.get(s, {})}  # per pair, for _paired; not saved
     return row
+
+
+def _paired(rows: list[dict], pack) -> None:
+    """Each INT8 row against its runtime's FP32 row on the same pairs (full evaluation only)."""
+    from benchmarks.paired import compare_paired
+
+    for row in rows:
+        base = next((r for r in rows if r["runtime"] == row["runtime"] and r["tag"] == "fp32"), None)
+        if base is None or row is base:
+            continue
+        common = set(row["_scores"]) & set(base["_scores"])
+        row["paired"] = {s: compare_paired(base["_scores"][s], row["_scores"][s], pack.is_same,
+                                           pack.fold).to_dict() for s in SETS if s in common}
 
 
 def _retention(rows: list[dict]) -> None:

@@ -209,5 +209,10 @@ def test_retention_report(ctx, exported, tmp_path):
     assert 0 < tags["int8-ptq"]["U-U_acc"] <= 1 and tags["int8-ptq"]["latency_1t_ms"] > 0
     markdown = render(rows, "calib-pack", False, plot_rows(rows, tmp_path / "r.png").name)
     assert "| onnx | int8-ptq |" in markdown and (tmp_path / "r.png").is_file()
-    table = [line for line in markdown.splitlines() if line.startswith("|")]
-    assert len({line.count("|") for line in table}) == 1, table[:2]  # header, rule, rows agree
+    tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("|")]
+    assert len(tables) == 2  # retention, then INT8 vs FP32 pair by pair
+    for table in tables:
+        assert len({line.count("|") for line in table}) == 1, table[:2]  # header, rule, rows agree
+    paired = tags["int8-ptq"]["paired"]["U-M"]
+    assert paired["pairs"] == len(pairs) and paired["ci95"][0] <= paired["difference"] <= paired["ci95"][1]
+    assert "paired" not in tags["fp32"] and "| onnx | int8-ptq | " in tables[1][-1]

@@ -210,3 +210,43 @@ def test_plots_write_png(tmp_path):
     ]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- paired comparison of two models (benchmarks.paired) ---------------------------------
+def test_fold_decisions_reproduce_ten_fold_accuracy():
+    rng = np.random.default_rng(3)
+    same = rng.random(600) < 0.5
+    scores = rng.normal(same * 1.0, 1.0)
+    correct, ids, thresholds = m.fold_decisions(scores, same, 10)
+    result = m.ten_fold_accuracy(scores, same, 10)
+    assert correct.mean() == pytest.approx(result.mean) and np.array_equal(thresholds, result.thresholds)
+    assert ids.tolist() == np.repeat(np.arange(10), 60).tolist()
+
+
+def test_paired_counts_flips_and_matches_the_accuracy_difference():
+    from benchmarks.paired import compare_paired
+
+    rng = np.random.default_rng(4)
+    same = rng.random(1000) < 0.5
+    reference = rng.normal(same * 1.5, 1.0)
+    candidate = reference + rng.normal(0, 0.3, reference.size)  # a noisier copy
+    result = compare_paired(reference, candidate, same, 10)
+    right_ref = m.fold_decisions(reference, same, 10)[0]
+    right_cand = m.fold_decisions(candidate, same, 10)[0]
+    assert result.reference_only == np.sum(right_ref & ~right_cand) > 0
+    assert result.candidate_only == np.sum(right_cand & ~right_ref) > 0
+    accuracy = [m.ten_fold_accuracy(s, same, 10).mean for s in (reference, candidate)]
+    assert result.difference == pytest.approx(accuracy[1] - accuracy[0])
+    assert result.ci95[0] < result.difference < result.ci95[1]
+    identical = compare_paired(reference, reference, same, 10)
+    assert (identical.reference_only, identical.candidate_only, identical.p_value) == (0, 0, 1.0)
+    with pytest.raises(ValueError, match="same pairs"):
+        compare_paired(reference, candidate[:-1], same, 10)
+
+
+def test_mcnemar_exact_hand_computed():
+    from benchmarks.paired import mcnemar_exact
+
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)  # 2 * P(X <= 0), X ~ Bin(5, 1/2)
+    assert mcnemar_exact(2, 8) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert mcnemar_exact(4, 4) == 1.0
