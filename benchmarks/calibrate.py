@@ -53,8 +53,10 @@ def write_thresholds(embedder: Embedder, results: dict, pack: Pack) -> str:
     if embedder.card is None or embedder.path is None:
         raise ConfigError("only carded model files can be calibrated: export the checkpoint "
                           "(`main.py export`) and evaluate the exported file with --write-card")
+    # Merged, not replaced: the export's parity figures and other packs' results stay.
+    accuracy = {**(embedder.card.accuracy or {}), **accuracy_from(results, pack)}
     card = dataclasses.replace(embedder.card, thresholds=thresholds_from(results, pack),
-                               accuracy=accuracy_from(results, pack))
+                               accuracy=accuracy)
     card.save(card_path(embedder.path))
     written = [str(card_path(embedder.path))]
     template = _zoo_template(embedder.card.name)

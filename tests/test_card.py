@@ -105,3 +105,20 @@ def test_uncalibrated_card_says_how_to_calibrate(tmp_path):
     card = ModelCard.load(card_path(_card(tmp_path, thresholds=[])))
     with pytest.raises(ModelCardError, match="main.py eval"):
         card.threshold_at(1e-3)
+
+
+def test_write_card_merges_accuracy_and_keeps_the_parity_figures(tmp_path):
+    from types import SimpleNamespace
+
+    from benchmarks.calibrate import write_thresholds
+
+    model = _card(tmp_path, accuracy={"parity_vs_pytorch_fp32": {"mean": 0.9967, "min": 0.989}})
+    card = ModelCard.load(card_path(model))
+    point = {"tar": 0.9, "threshold": 0.5}
+    result = {"accuracy": 0.96, "accuracy_std": 0.01, "n_impostor": 10,
+              "tar_at_far": {"0.01": point, "0.001": point, "0.0001": point}}
+    pack = SimpleNamespace(name="lfw-masked", key="abc")
+    write_thresholds(SimpleNamespace(card=card, path=model), {"U-M": result}, pack)
+    accuracy = ModelCard.load(card_path(model)).accuracy
+    assert accuracy["parity_vs_pytorch_fp32"] == {"mean": 0.9967, "min": 0.989}
+    assert accuracy["lfw-masked"]["U-M"]["accuracy"] == 0.96 and accuracy["lfw-masked"]["pack"] == "abc"
