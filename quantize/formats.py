@@ -63,7 +63,8 @@ FORMATS: dict[str, Format] = {
                "per-channel 7-bit s8 weights (u8s8 fuses every Conv into QLinearConv)",
                "QDQ ONNX by the dynamo exporter"),
         Format("openvino", ".xml", "openvino", "quantize.exporters.openvino", True,
-               "nncf.quantize on the OpenVINO model (performance preset, overflow fix)",
+               "nncf.quantize on the OpenVINO model (performance preset, full bias correction, "
+               "overflow fix)",
                "openvino.convert_model of the QDQ ONNX"),
         Format("tflite", ".tflite", "tflite", "quantize.exporters.tflite", True,
                "torchao PT2E, XNNPACK quantizer (symmetric, per-channel weights), litert-torch "

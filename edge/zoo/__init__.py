@@ -61,7 +61,7 @@ ZOO: dict[str, ZooEntry] = {
 # Models this kit trained itself, shipped inside the package with their cards (small).
 SHIPPED: dict[str, str] = {
     # The distilled MobileFaceNet student, OpenVINO INT8 (NNCF PTQ), 1.8 MB: masked LFW U-M
-    # 95.90 % (teacher MobileFaceNet.tflite 93.92 %). Non-commercial (UTKFace training data).
+    # 96.37 % (teacher MobileFaceNet.tflite 93.92 %). Non-commercial (UTKFace training data).
     "maskedge-student": "edge:assets/models/maskinv_mobilefacenet_tflite.int8-ptq.xml",
 }
 

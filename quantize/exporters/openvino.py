@@ -6,6 +6,13 @@ the OpenVINO backend it is. The QAT route converts the QAT model's QDQ ONNX: Ope
 its FakeQuantize pairs into integer kernels. Weights are saved in FP32 (no FP16 compression)
 so that FP32 parity is exact.
 
+Statistics come from every calibration face (NNCF's default stops at 300) and the bias
+correction is NNCF's full one, not the fast one: chosen by the INT8 parity gate's own figures
+on the held-back faces (never by masked LFW). Measured on the real student (128 held-back faces,
+mean / min cosine to FP32): default 0.99674 / 0.98925, all faces 0.99676 / 0.98912, full bias
+correction 0.99709 / 0.99130, both 0.99713 / 0.99257; the same graph and latency, 20 s to
+quantize instead of 10. The MIXED preset (asymmetric activations) was worse: 0.99549 / 0.95395.
+
 NNCF's overflow fix is on for every layer (its default covers the first only): x86 CPUs
 without VNNI saturate u8 x s8 products in int16, and 7-bit weights avoid it (measured: the
 cosine to FP32 of a small MobileFaceNet went from 0.89 to 0.97).
@@ -23,7 +30,6 @@ from quantize.formats import FORMATS
 
 log = logging.getLogger(__name__)
 FORMAT = FORMATS["openvino"]
-MAX_SUBSET = 300  # NNCF's default statistics subset
 
 
 def export_fp32(ctx: ExportContext) -> Path:
@@ -43,7 +49,7 @@ def export_int8(ctx: ExportContext) -> Path:
     dataset = nncf.Dataset([tensor[i:i + 1] for i in range(len(tensor))])
     ignored = conv_nodes(src, ctx.keep_float)
     model = nncf.quantize(_convert(src), dataset, preset=nncf.QuantizationPreset.PERFORMANCE,
-                          subset_size=min(len(tensor), MAX_SUBSET),
+                          subset_size=len(tensor), fast_bias_correction=False,
                           advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
                           ignored_scope=nncf.IgnoredScope(names=ignored) if ignored else None)
     return _save(model, ctx.artifact(FORMAT, "int8-ptq"))
