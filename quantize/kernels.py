@@ -17,11 +17,9 @@ VNNI are where INT8 kernels gain 2-4x.)
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -115,10 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, default=REPORT)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = study(args.out, runs=args.runs)
-    args.report.write_text(render(result))
-    args.report.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    print(args.report.read_text())
+    from quantize.latency import write_study
+
+    write_study(args.report, study(args.out, runs=args.runs), render)
     return 0
 
 

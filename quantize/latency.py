@@ -197,11 +197,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="registered archs (random weights) or student checkpoints (.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = study(args.out, archs=args.models, runs=args.runs)
-    args.report.write_text(render(result))
-    args.report.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    print(args.report.read_text())
+    write_study(args.report, study(args.out, archs=args.models, runs=args.runs), render)
     return 0
+
+
+def write_study(report: Path, result: dict, render_fn) -> None:
+    """Write a study's Markdown (``render_fn(result)``) and its JSON beside it; print the former."""
+    report.write_text(render_fn(result))
+    report.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    print(report.read_text())
 
 
 if __name__ == "__main__":
