@@ -120,7 +120,10 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(setup, cache, monkeypatch):
     import distill.train.main as train_main
 
-    main(_config(setup, "whole", epochs=2), progress=False)
+    main(_config(setup, "whole", epochs=2, licence="test data: CC-BY-4.0"), progress=False)
+    from quantize.student import load_student
+
+    assert load_student(setup / "whole" / "last.pt").licence == "test data: CC-BY-4.0"  # -> cards
     split = _config(setup, "split", epochs=2)
     real = train_main._end_epoch
 

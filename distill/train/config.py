@@ -206,9 +206,13 @@ class TrainConfig:
 
     ``batch_size`` is the global batch of one optimiser step; each of the ``world_size``
     processes gets ``batch_size / world_size`` and forwards it in ``accumulate`` micro-batches.
+    ``licence`` is what the trained weights may be used for (the strictest of the training
+    data's, the teacher's and the initialisation's licences): written into every checkpoint,
+    and from there into the card of every model exported from it.
     """
 
     name: str = "distill"
+    licence: str = "unknown"
     seed: int = 0
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -245,6 +249,9 @@ class TrainConfig:
         _positive("workers", self.workers, allow_zero=True)
         if not self.losses:
             raise ConfigError("losses is empty: give at least one term, e.g. {name: kd_mse}")
+        if not self.licence.strip():
+            raise ConfigError("licence is empty: name the licence the weights carry, or leave "
+                              "it out ('unknown')")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
             raise ConfigError(f"name {self.name!r}: use letters, digits, '_', '-', '.' only")
 

@@ -233,6 +233,7 @@ def _end_epoch(run: _Run, epoch: int, step: int, best: float, train: dict) -> fl
              "optimizer": optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
              "scaler": run.scaler.state_dict(), "epoch": epoch, "step": step, "best_val": best,
              "config": config_dict(cfg), "rng": rng_state(), "teacher": run.data.teacher,
+             "licence": cfg.licence,
              "student": {"name": cfg.student.name,
                          "embedding_size": embedding_size(cfg, run.data.teacher["dim"]),
                          "input": {"color": "rgb", "mean": 127.5, "std": 127.5, "size": [112, 112]}}}
