@@ -1,35 +1,37 @@
-"""PReLU split: an exact PReLU-free twin of ``mobilefacenet_tf`` for integer runtimes (a study).
+"""PReLU split: an exact PReLU-free twin of ``mobilefacenet_tf``, for onnxruntime INT8.
 
-onnxruntime and LiteRT quantize a convolution's output *before* its PReLU, and the slope (up to
-9.4 in the real student) multiplies that quantization noise on the negative side. The twin
-moves every slope into weights instead, using ``PReLU_a(z) = relu(z) - a * relu(-z)``:
+onnxruntime (like LiteRT) quantizes a convolution's output *before* its PReLU, and the slope
+(up to 9.4 in the real student) multiplies that quantization noise on the negative side:
+onnxruntime PTQ of the PReLU graph lands at cosine 0.951 to FP32, and runs the 33 PReLUs
+unfused, slower than FP32. The twin moves every slope into weights instead, using
+``PReLU_a(z) = relu(z) - a * relu(-z)``:
 
-* the convolution ``z = conv(x)`` becomes two, ``P = relu(conv(x))`` and ``N = relu(-conv(x))``;
+* the convolution ``z = conv(x)`` becomes two, ``P = relu(conv(x))`` and ``N = relu(-conv(x))``,
+  each quantized with its own range (the negative side is often much smaller);
 * the next convolution ``y = conv2(PReLU_a(z))`` (linear in its input) becomes
   ``conv2(P) + conv2'(N)`` with ``conv2'``'s weights scaled by ``-a`` per input channel; when
   ``y`` itself feeds a PReLU, ``-y`` is formed the same way with negated weights.
 
-Every quantized tensor is then a ReLU output or a sum of convolutions, every activation fuses,
-and the FP32 function is unchanged (max abs difference 3e-5 on embeddings of size ~40). The
-price is MACs: the convolutions around each PReLU run twice (depthwise ones four times).
+Every quantized tensor is then a ReLU output or a sum of convolutions, every activation fuses
+into ``QLinearConv``, and the FP32 function is unchanged (max abs difference 3e-5 on
+embeddings of size ~40). The price is MACs: the convolutions around each PReLU run twice
+(depthwise ones four times), still faster in INT8 than the PReLU graph in FP32.
 
-Measured on the real student (``python -m quantize.prelu_split RUN/best.pt``, onnxruntime QDQ
-u8s8, 1 thread, 2026-11-24): FP32 twin 12.8 ms, INT8 twin 10.0 ms, against 14.5 ms for the
-PReLU FP32 model (onnxruntime runs PReLU unfused); INT8 cosine to FP32 0.9935 / min 0.985 on
-128 calibration faces, 0.9922 / 0.980 on 288: better than PTQ of the PReLU graph (0.951) but
-short of the gate (mean 0.995). Summing the two halves inside one grouped convolution
-(2 inputs per group) reached 0.9953 / 0.9874 but took 66 ms: onnxruntime has no fast kernel
-for such groups. QAT of the twin (the ``--method qat`` route, 2,046 UTKFace faces, 300 steps)
-ended at 0.9886 / 0.974, below its PTQ. Not wired into ``main.py quantize``.
+``quantize.exporters.onnx`` uses the twin for the INT8 export of every PReLU
+``mobilefacenet_tf`` student; ``--keep-float`` names of the original model (``dw.0``) select
+every twin convolution made from that layer (``twin_prefix``). Alternatives measured on the
+real student and dropped (held-back faces, mean cosine to FP32): one conv over ``cat(P, N)``
+for the 1x1 consumers (one shared range) 0.9920 against 0.9935; recombining ``P - a * N``
+before the consumer 0.9645; equalising the PReLU student first 0.9841; summing the halves in
+one grouped convolution 0.9953 but 66 ms (no fast onnxruntime kernel for two inputs per
+group); QAT of the twin 0.9886. Figures and commands:
+``quantize/reports/maskinv_mobilefacenet_tflite/README.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -129,65 +131,13 @@ class PReLUSplitTwin(nn.Module):
         return self.embedding(self.linear(self.gdc(self.conv_last(x)))).flatten(1)
 
 
-def study(checkpoint: str, calib_faces: int, runs: int = 60) -> dict:
-    """FP32 and onnxruntime INT8 of the twin: parity to the PReLU model and 1-thread latency."""
-    import tempfile
-    from pathlib import Path
-
-    import onnxruntime as ort
-
-    from quantize.calibration import load_calibration
-    from quantize.exporters.onnx import quantize_onnx, torch_to_onnx
-    from quantize.parity import compare
-    from quantize.student import load_student
-
-    student = load_student(checkpoint)
-    calibration = load_calibration()
-    check = student.to_tensor(calibration.check_faces())
-    twin = PReLUSplitTwin(student.model).eval()
-    with torch.no_grad():
-        reference, same = student.model(check).numpy(), twin(check).numpy()
-    out = Path(tempfile.mkdtemp(prefix="prelu-split-"))
-    files = {"prelu fp32": torch_to_onnx(student.model, check[:2], out / "prelu.fp32.onnx"),
-             "twin fp32": torch_to_onnx(twin, check[:2], out / "twin.fp32.onnx")}
-    faces = student.to_tensor(calibration.calibration_faces()[:calib_faces]).numpy()
-    files["twin int8"] = quantize_onnx(files["twin fp32"], out / "twin.int8.onnx", faces)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-                for k, p in files.items()}
-    int8 = sessions["twin int8"].run(None, {sessions["twin int8"].get_inputs()[0].name: check.numpy()})[0]
-    parity = compare(reference, int8, "int8")
-    return {"fp32_max_abs_diff": float(np.abs(reference - same).max()),
-            "int8_parity": parity.to_dict(), "calib_faces": calib_faces,
-            "median_ms_1t": _interleaved(sessions, check[:1].numpy(), runs)}
+def needs_split(model: nn.Module) -> bool:
+    """Whether ``model`` is a ``mobilefacenet_tf`` with PReLU activations (the twin applies)."""
+    stem = getattr(model, "stem", None)
+    return isinstance(stem, nn.Sequential) and type(stem[-1]) is nn.PReLU and hasattr(model, "gdc")
 
 
-def _interleaved(sessions: dict, x: np.ndarray, runs: int) -> dict[str, float]:
-    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
-    for k, s in sessions.items():
-        for _ in range(10):
-            s.run(None, feeds[k])
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(runs):
-        for k, s in sessions.items():
-            start = time.perf_counter()
-            s.run(None, feeds[k])
-            times[k].append((time.perf_counter() - start) * 1e3)
-    return {k: round(float(np.median(v)), 2) for k, v in times.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m quantize.prelu_split RUN/best.pt [--calib-faces 128]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint")
-    parser.add_argument("--calib-faces", type=int, default=128,
-                        help="onnxruntime's percentile calibrator keeps every activation in "
-                             "memory: 448 faces of a twin this size exhausted 24 GB")
-    args = parser.parse_args(argv)
-    print(study(args.checkpoint, args.calib_faces))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def twin_prefix(layer: str) -> str:
+    """The twin's module prefix for a convolution of the original (``dw.0`` -> ``dw.``,
+    ``blocks.3.depthwise.1`` -> ``blocks.3.depthwise.``): every conv made from that layer."""
+    return layer.rsplit(".", 1)[0] + "."

@@ -299,3 +299,16 @@ def test_kernel_study_stacks_and_verdict():
     text = render(result)
     assert "| pointwise | tflite | 1 | 2.000 | 2.200 | 1.10 | 50.0 | 45.5 |\n" in text
     assert "**not** faster than FP32 on tflite on" in text
+
+
+def test_calibration_reader_serves_ranges_of_equal_batches():
+    from quantize.exporters.onnx import CALIB_BATCH, _Reader, _stride
+
+    tensor = np.arange(5 * CALIB_BATCH + 3, dtype=np.float32).reshape(-1, 1, 1, 1)
+    reader = _Reader(tensor)
+    assert len(reader) == 5  # the 3-face remainder is dropped: the percentile calibrator stacks batches
+    reader.set_range(1, 3)
+    first, second, end = reader.get_next(), reader.get_next(), reader.get_next()
+    assert first["input"][0, 0, 0, 0] == CALIB_BATCH and second["input"].shape[0] == CALIB_BATCH
+    assert end is None
+    assert [_stride(n) for n in (28, 7, 6, 1)] == [4, 1, 3, 1]  # onnxruntime needs a divisor
