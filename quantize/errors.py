@@ -32,3 +32,15 @@ class ParityError(QuantizeError):
         super().__init__(message)
         self.parity = parity
         self.sensitivity = sensitivity
+
+
+class RetentionError(QuantizeError):
+    """An INT8 model loses more masked-LFW accuracy against its FP32 model than the kit allows.
+
+    Attributes:
+        report: the retention report (Markdown file) that shows it.
+    """
+
+    def __init__(self, message: str, report=None) -> None:
+        super().__init__(message)
+        self.report = report

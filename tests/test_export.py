@@ -216,3 +216,29 @@ def test_retention_report(ctx, exported, tmp_path):
     paired = tags["int8-ptq"]["paired"]["U-M"]
     assert paired["pairs"] == len(pairs) and paired["ci95"][0] <= paired["difference"] <= paired["ci95"][1]
     assert "paired" not in tags["fp32"] and "| onnx | int8-ptq | " in tables[1][-1]
+    assert tags["int8-ptq"]["verdict"]["faster"] is None  # timed at one thread count only
+    assert "- onnx int8-ptq: accuracy " in markdown and "verdict" not in tags["fp32"]
+
+
+def _row(tag, acc, ms):
+    return {"runtime": "onnx", "tag": tag, "name": f"m-{tag}", "path": f"m.{tag}.onnx",
+            **{f"{s}_acc": a for s, a in zip(("U-U", "U-M", "M-M"), acc)},
+            "latency_1t_ms": ms[0], "latency_2t_ms": ms[1]}
+
+
+@pytest.mark.parametrize("int8_acc, int8_ms, kept, faster", [
+    ((0.9870, 0.9610, 0.9620), (5.0, 3.0), True, True),     # -0.05 point at worst: within 0.1
+    ((0.9880, 0.9550, 0.9630), (5.0, 3.0), False, True),    # U-M -0.6 point: the ORT split case
+    ((0.9880, 0.9620, 0.9630), (5.0, 4.5), True, False),    # slower at 2 threads
+])
+def test_retention_gate_verdicts(int8_acc, int8_ms, kept, faster):
+    from quantize.report import _verdicts, retention_failures
+
+    rows = [_row("fp32", (0.9875, 0.9615, 0.9625), (7.0, 4.0)), _row("int8-ptq", int8_acc, int8_ms)]
+    _verdicts(rows)
+    verdict = rows[1]["verdict"]
+    assert (verdict["accuracy_kept"], verdict["faster"]) == (kept, faster)
+    failures = retention_failures(rows)
+    assert len(failures) == (0 if kept else 1)
+    if not kept:
+        assert "U-M" in failures[0] and "0.65 point" in failures[0]
