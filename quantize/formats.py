@@ -60,7 +60,8 @@ FORMATS: dict[str, Format] = {
     for f in (
         Format("onnx", ".onnx", "onnxruntime", "quantize.exporters.onnx", True,
                "onnxruntime static QDQ: per-tensor u8 activations (percentile ranges), "
-               "per-channel 7-bit s8 weights (u8s8 fuses every Conv into QLinearConv)",
+               "per-channel 7-bit s8 weights (u8s8 fuses every Conv into QLinearConv), "
+               "bias correction against the FP32 graph",
                "QDQ ONNX by the dynamo exporter"),
         Format("openvino", ".xml", "openvino", "quantize.exporters.openvino", True,
                "nncf.quantize on the OpenVINO model (performance preset, full bias correction, "
