@@ -149,7 +149,8 @@ def _verdict_lines(rows: list[dict]) -> list[str]:
 
 
 def plot_rows(rows: list[dict], path: Path) -> Path | None:
-    """Accuracy per set and latency per model, one panel each."""
+    """Left: what INT8 changes, per set, pair by pair (difference and 95% interval, with the
+    retention gate's line); without paired rows, the accuracies. Right: 1-thread latency."""
     try:
         import matplotlib
 
@@ -158,23 +159,49 @@ def plot_rows(rows: list[dict], path: Path) -> Path | None:
     except ImportError:
         log.warning("matplotlib missing: retention plot skipped (pip install matplotlib)")
         return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(9, 1.5 * len(rows)), 4.5))
+    paired = [r for r in rows if r.get("paired")]
+    if paired:
+        _plot_differences(left, paired)
+    else:
+        _plot_accuracies(left, rows)
     labels = [f"{r['runtime']}\n{r['tag']}" for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.4 * len(rows)), 4.5))
-    width = 0.8 / len(SETS)
-    for k, name in enumerate(SETS):
-        values = [100 * (r.get(f"{name}_acc") or 0) for r in rows]
-        left.bar(np.arange(len(rows)) + k * width, values, width, label=name)
-    left.set_xticks(np.arange(len(rows)) + width, labels, fontsize=7)
-    left.set_ylabel("10-fold accuracy (%)")
-    left.set_ylim(50, 100)
-    left.legend()
-    right.bar(np.arange(len(rows)), [r.get("latency_1t_ms") or 0 for r in rows])
+    right.bar(np.arange(len(rows)), [r.get("latency_1t_ms") or 0 for r in rows],
+              color=["tab:gray" if r["tag"] == "fp32" else "tab:blue" for r in rows])
     right.set_xticks(np.arange(len(rows)), labels, fontsize=7)
     right.set_ylabel("batch-1 latency, 1 thread (ms)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_differences(axis, paired: list[dict]) -> None:
+    width = 0.8 / len(SETS)
+    for k, name in enumerate(SETS):
+        found = [r["paired"].get(name) for r in paired]
+        x = np.arange(len(paired)) + (k - 1) * width
+        diff = np.array([100 * p["difference"] if p else np.nan for p in found])
+        low = np.array([100 * (p["difference"] - p["ci95"][0]) if p else 0 for p in found])
+        high = np.array([100 * (p["ci95"][1] - p["difference"]) if p else 0 for p in found])
+        axis.errorbar(x, diff, yerr=[low, high], fmt="o", capsize=3, label=name)
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.axhline(-100 * RETENTION_GATE, color="tab:red", linestyle="--", linewidth=1,
+                 label=f"-{100 * RETENTION_GATE:.1f} point (gate)")
+    axis.set_xticks(np.arange(len(paired)), [f"{r['runtime']}\n{r['tag']}" for r in paired], fontsize=7)
+    axis.set_ylabel("INT8 - FP32 accuracy (points, 95% CI)")
+    axis.legend(fontsize=7)
+
+
+def _plot_accuracies(axis, rows: list[dict]) -> None:
+    width = 0.8 / len(SETS)
+    for k, name in enumerate(SETS):
+        values = [100 * (r.get(f"{name}_acc") or 0) for r in rows]
+        axis.bar(np.arange(len(rows)) + k * width, values, width, label=name)
+    axis.set_xticks(np.arange(len(rows)) + width, [f"{r['runtime']}\n{r['tag']}" for r in rows], fontsize=7)
+    axis.set_ylabel("10-fold accuracy (%)")
+    axis.set_ylim(50, 100)
+    axis.legend()
 
 
 def retention_report(folder: Path, checkpoint: Path | None = None, quick: bool = False,
