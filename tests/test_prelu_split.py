@@ -56,6 +56,14 @@ def split_ctx(calibration, tmp_path_factory):
     return ctx
 
 
+@pytest.fixture()
+def few_bias_faces(monkeypatch):
+    """Bias correction on 8 faces: it runs the full-size twin once per conv level (52 here)."""
+    import quantize.exporters.onnx as onnx_exporter
+
+    monkeypatch.setattr(onnx_exporter, "BIAS_FACES", 8)
+
+
 def _int8(ctx, folder, keep_float=()):
     """The INT8 export in ``folder``, reusing ``ctx``'s FP32 ONNX."""
     from quantize.context import ExportContext
@@ -77,7 +85,7 @@ def _float_conv_weights(path) -> set[str]:
 
 @pytest.mark.realdata
 @pytest.mark.usefixtures("one_torch_thread")
-def test_onnx_int8_of_a_prelu_student_goes_through_the_split(split_ctx, tmp_path):
+def test_onnx_int8_of_a_prelu_student_goes_through_the_split(split_ctx, tmp_path, few_bias_faces):
     import onnx
 
     from quantize.formats import FORMATS
@@ -94,7 +102,7 @@ def test_onnx_int8_of_a_prelu_student_goes_through_the_split(split_ctx, tmp_path
 
 @pytest.mark.realdata
 @pytest.mark.usefixtures("one_torch_thread")
-def test_keep_float_names_of_the_student_select_their_split_convs(split_ctx, tmp_path):
+def test_keep_float_names_of_the_student_select_their_split_convs(split_ctx, tmp_path, few_bias_faces):
     result = _int8(split_ctx, tmp_path, keep_float=("dw.0", "gdc.0"))
     assert _float_conv_weights(result.path) == {
         "dw.pp.weight", "dw.pn.weight", "dw.np.weight", "dw.nn.weight", "gdc.pp.weight", "gdc.pn.weight"}
