@@ -43,7 +43,7 @@ FORMAT = FORMATS["onnx"]
 INPUT, OUTPUT = "input", "embedding"
 CALIB_BATCH = 16
 CALIB_STRIDE = 4  # batches per histogram update: bounds the calibrator's memory
-BIAS_FACES = 128  # faces for bias correction: one run of the QDQ graph per conv level
+BIAS_FACES = 128  # faces for bias correction: one run of the QDQ graph (up to the level) per conv level
 PRELU_SPLIT_ROUTE = ("through the PReLU split (quantize.prelu_split: the exact ReLU-only twin, "
                      "slopes moved into the next convolution's weights)")
 

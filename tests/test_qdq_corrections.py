@@ -1,5 +1,5 @@
 """Bias correction of onnxruntime QDQ models: mean outputs move back to FP32's, the graph still
-fuses into integer kernels, bias-less convolutions get a bias."""
+fuses into integer kernels, bias-less convolutions get a bias; the graph runs it rests on."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from quantize.bias_correction import _channel_means, _float_targets, correct_biases
+from quantize.bias_correction import _channel_means, correct_biases
 from quantize.exporters.onnx import quantize_onnx, torch_to_onnx
+from quantize.graph_runs import _pruned, float_targets, run_tensors
 
 
 class _Net(nn.Module):
@@ -41,7 +42,7 @@ def graphs(tmp_path_factory):
 def _shifts(model_path, fp32, faces):
     """Mean |per-channel mean difference| to FP32 of each conv output, in graph order."""
     model, reference = onnx.load(str(model_path)), onnx.load(str(fp32))
-    targets = _float_targets(model, reference)
+    targets = {out: target.name for out, target in float_targets(model, reference).items()}
     ours = _channel_means(model, list(targets), faces, "input")
     theirs = _channel_means(reference, list(targets.values()), faces, "input")
     return [float(np.abs(ours[q] - theirs[f]).mean()) for q, f in targets.items()]
@@ -80,3 +81,16 @@ def _fused_ops(path, folder) -> list[str]:
     options.optimized_model_filepath = str(folder / "optimized.onnx")
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return [n.op_type for n in onnx.load(str(folder / "optimized.onnx")).graph.node]
+
+
+
+def test_a_run_for_early_tensors_keeps_only_the_nodes_they_need(graphs):
+    faces, fp32, raw, _ = graphs
+    model = onnx.load(str(raw))
+    first = next(n for n in model.graph.node if n.op_type == "Conv")
+    pruned = _pruned(model, [first.output[0]])
+    assert 0 < len(pruned.graph.node) < len(model.graph.node) / 2
+    assert [n.name for n in pruned.graph.node if n.op_type == "Conv"] == [first.name]
+    full = run_tensors(model, [first.output[0], model.graph.output[0].name], faces, "input")
+    alone = run_tensors(model, [first.output[0]], faces, "input")
+    np.testing.assert_array_equal(alone[first.output[0]], full[first.output[0]])
