@@ -10,9 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from onnx import numpy_helper
-
-from quantize.adaround import RoundingConfig, _adaround, _Window, round_weights
 from quantize.bias_correction import _channel_means, correct_biases
 from quantize.exporters.onnx import quantize_onnx, torch_to_onnx
 from quantize.graph_runs import _pruned, float_targets, run_tensors
@@ -98,73 +95,3 @@ def test_a_run_for_early_tensors_keeps_only_the_nodes_they_need(graphs):
     alone = run_tensors(model, [first.output[0]], faces, "input")
     np.testing.assert_array_equal(alone[first.output[0]], full[first.output[0]])
 
-
-def _output_error(path, fp32, faces) -> float:
-    return float(np.mean((_run(path, faces) - _run(fp32, faces)) ** 2))
-
-
-def _run(path, faces) -> np.ndarray:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": faces})[0]
-
-
-def _initializers(path, quantized_weights: bool) -> dict[str, np.ndarray]:
-    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
-            if i.name.endswith("weight_quantized") == quantized_weights}
-
-
-def test_adaptive_rounding_beats_nearest_rounding_on_a_conv_output():
-    rng = np.random.default_rng(1)
-    weight = rng.standard_normal((16, 32, 1, 1)).astype(np.float32)
-    scale = (np.abs(weight).reshape(16, -1).max(1) / 8).astype(np.float32)  # a coarse grid
-    x = np.abs(rng.standard_normal((32, 32, 6, 6))).astype(np.float32)
-    y = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(weight)).numpy()
-    attrs = {"stride": (1, 1), "group": 1, "dilation": (1, 1), "pads": (0, 0, 0, 0)}
-    nearest = np.round(weight / scale[:, None, None, None])
-    chosen = _adaround(weight, scale, None, attrs, x, y, False, -8, 8, RoundingConfig(steps=300))
-
-    def error(q):
-        out = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(q * scale[:, None, None, None]))
-        return float(((out.numpy() - y) ** 2).mean())
-
-    assert np.abs(chosen - nearest).max() <= 1 and set(np.unique(chosen - np.floor(weight / scale[:, None, None, None]))) <= {0, 1}
-    assert error(chosen.astype(np.float32)) < 0.7 * error(nearest.astype(np.float32))
-
-
-@pytest.mark.parametrize("stride,pads", [(1, (1, 1, 1, 1)), (2, (0, 0, 1, 1))])
-def test_a_window_computes_exactly_its_part_of_the_conv_output(stride, pads):
-    torch.manual_seed(0)
-    x, weight = torch.randn(3, 4, 23, 23), torch.randn(5, 4, 3, 3)
-    top, left, bottom, right = pads
-    padded = torch.nn.functional.pad(x, (left, right, top, bottom))
-    full = torch.nn.functional.conv2d(padded, weight, stride=stride)
-    attrs = {"stride": (stride, stride), "dilation": (1, 1)}
-    window = _Window((3, 3), attrs, full.shape[-2:], crop=5)
-    pick = torch.tensor([2, 0])
-    for seed in range(5):
-        patch, target = window.sample(padded, full, pick, torch.Generator().manual_seed(seed))
-        assert target.shape == (2, 5, 5, 5)
-        torch.testing.assert_close(torch.nn.functional.conv2d(patch, weight, stride=stride), target)
-
-
-def test_rounding_optimisation_brings_the_graph_output_closer_to_fp32(graphs, tmp_path):
-    faces, fp32, raw, _ = graphs
-    rounded = round_weights(raw, fp32, faces, tmp_path / "rounded.onnx", config=RoundingConfig(steps=150))
-    assert _output_error(rounded, fp32, faces) < _output_error(raw, fp32, faces)
-
-
-def test_rounding_optimisation_only_moves_weights_one_step_on_their_grid(graphs, tmp_path):
-    faces, fp32, raw, _ = graphs
-    rounded = round_weights(raw, fp32, faces, tmp_path / "rounded.onnx", config=RoundingConfig(steps=60))
-    before, after = _initializers(raw, True), _initializers(rounded, True)
-    assert len(before) == 3 and before.keys() == after.keys()
-    moved = 0
-    for name, old in before.items():
-        new = after[name]
-        assert new.dtype == old.dtype and np.abs(new.astype(int) - old).max() <= 1
-        assert np.abs(new).max() <= np.abs(old).max()  # the quantizer's 7-bit range kept
-        moved += int((new != old).sum())
-    assert moved > 0
-    rest_before, rest_after = _initializers(raw, False), _initializers(rounded, False)
-    assert rest_before.keys() == rest_after.keys()
-    assert all(np.array_equal(rest_before[k], rest_after[k]) for k in rest_before)  # scales, biases
-    assert _fused_ops(rounded, tmp_path).count("QLinearConv") == 3
