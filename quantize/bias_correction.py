@@ -49,7 +49,7 @@ def correct_biases(qdq: Path, fp32: Path, faces: np.ndarray, dst: Path, input_na
 
     model, reference = onnx.load(str(qdq)), onnx.load(str(fp32))
     graph = _Graph(model)
-    targets = {out: target.name for out, target in float_targets(model, reference).items()}
+    targets = float_targets(model, reference)
     float_means = _channel_means(reference, list(targets.values()), faces, input_name)
     levels = conv_levels(model, [n for n in model.graph.node if n.output[0] in targets])
     for conv in (c for level in levels for c in level):

@@ -1,26 +1,15 @@
 """Running an ONNX graph for its intermediate tensors, and matching a QDQ graph's tensors to the
-FP32 graph's: what bias correction and rounding optimisation both need."""
+FP32 graph's: what bias correction (and any other per-layer correction) needs."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
 BATCH = 32
 
 
-@dataclass(frozen=True)
-class FloatTarget:
-    """The FP32 tensor holding a QDQ convolution's output before any activation, and whether
-    a ReLU follows it there (the PReLU split's halves)."""
-
-    name: str
-    relu: bool
-
-
-def float_targets(model, reference) -> dict[str, FloatTarget]:
-    """QDQ conv output -> its FP32 counterpart (``FloatTarget``).
+def float_targets(model, reference) -> dict[str, str]:
+    """QDQ conv output -> the FP32 tensor holding the same values before any activation.
 
     The quantizer renames tensors around the Q/DQ pairs it inserts: a ReLU folded into its
     convolution's output quantization leaves the convolution's output named after the ReLU's
@@ -37,15 +26,10 @@ def float_targets(model, reference) -> dict[str, FloatTarget]:
         if source is None:
             continue
         if source.op_type == "Relu" and producer.get(source.input[0], source).op_type == "Conv":
-            targets[node.output[0]] = FloatTarget(source.input[0], relu=True)
+            targets[node.output[0]] = source.input[0]
         elif source.op_type == "Conv":
-            targets[node.output[0]] = FloatTarget(name, relu=_feeds_relu(reference, name))
+            targets[node.output[0]] = name
     return targets
-
-
-def _feeds_relu(reference, tensor: str) -> bool:
-    consumers = [n for n in reference.graph.node if tensor in n.input]
-    return len(consumers) == 1 and consumers[0].op_type == "Relu"
 
 
 def _float_name(model, tensor: str, float_producer: dict) -> str:

@@ -42,7 +42,7 @@ def graphs(tmp_path_factory):
 def _shifts(model_path, fp32, faces):
     """Mean |per-channel mean difference| to FP32 of each conv output, in graph order."""
     model, reference = onnx.load(str(model_path)), onnx.load(str(fp32))
-    targets = {out: target.name for out, target in float_targets(model, reference).items()}
+    targets = float_targets(model, reference)
     ours = _channel_means(model, list(targets), faces, "input")
     theirs = _channel_means(reference, list(targets.values()), faces, "input")
     return [float(np.abs(ours[q] - theirs[f]).mean()) for q, f in targets.items()]
