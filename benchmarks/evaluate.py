@@ -41,7 +41,8 @@ def embed_pack(embed_fn: EmbedFn, pack: Pack, which: str, batch: int = 64,
 
 
 def evaluate_embedder(embed_fn: EmbedFn, pack: Pack, sets=SETS, quick: bool = False,
-                      cache: str | None = None, progress: bool = True) -> dict:
+                      cache: str | None = None, progress: bool = True,
+                      keep_embeddings: bool = False) -> dict:
     """Run the protocol; returns ``{set: figures}`` plus timing.
 
     Args:
@@ -50,6 +51,7 @@ def evaluate_embedder(embed_fn: EmbedFn, pack: Pack, sets=SETS, quick: bool = Fa
         sets: any of 'U-U', 'U-M', 'M-M'.
         quick: folds 1-2 only (1,200 pairs) and no all-vs-all impostors: for per-epoch checks.
         cache: a key (e.g. the model's sha256) to cache embeddings per (model, pack).
+        keep_embeddings: also return them, as ``_embeddings`` (``{"unmasked"|"masked": (N, D)}``).
 
     Raises:
         ConfigError: an unknown set name.
@@ -64,6 +66,8 @@ def evaluate_embedder(embed_fn: EmbedFn, pack: Pack, sets=SETS, quick: bool = Fa
     results = {name: _one_set(name, emb, pack, keep, quick) for name in sets}
     results["timing_s"] = {"embed": round(t1 - t0, 2), "protocol": round(time.perf_counter() - t1, 2)}
     results["pairs"] = int(keep.sum())
+    if keep_embeddings:
+        results["_embeddings"] = emb
     return results
 
 
@@ -104,14 +108,15 @@ def _cache_path(cache: str, pack: Pack, which: str):
     return cache_dir("embeddings") / f"{name}-{pack.key}-{which}.npy"
 
 
-def _pair_embeddings(name: str, emb: dict) -> tuple[np.ndarray, np.ndarray]:
+def pair_embeddings(name: str, emb: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The (first, second) image embeddings of set ``name``'s pairs: masked or unmasked."""
     first = emb["masked"] if name == "M-M" else emb["unmasked"]
     second = emb["unmasked"] if name == "U-U" else emb["masked"]
     return first, second
 
 
 def _one_set(name: str, emb: dict, pack: Pack, keep: np.ndarray, quick: bool) -> dict:
-    first, second = _pair_embeddings(name, emb)
+    first, second = pair_embeddings(name, emb)
     a, b = pack.idx_a[keep], pack.idx_b[keep]
     scores = (first[a] * second[b]).sum(axis=1)
     same, folds = pack.is_same[keep], pack.fold[keep]

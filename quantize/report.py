@@ -69,7 +69,8 @@ def evaluate_all(models: list[tuple[Path, ModelCard]], pack, quick: bool, runs: 
                          evaluate_embedder(student.embed, pack, quick=quick, progress=False), None))
     for path, card in models:
         net = load_model(path)
-        results = evaluate_embedder(net.embed, pack, quick=quick, cache=card.sha256, progress=False)
+        results = evaluate_embedder(net.embed, pack, quick=quick, cache=card.sha256, progress=False,
+                                    keep_embeddings=not quick)
         cosine = card.accuracy.get("parity_vs_pytorch_fp32", {}).get("mean")
         rows.append(_row(card.format, _tag(card), card.name, path, results, cosine))
     for fmt in dict.fromkeys(card.format for _, card in models):
@@ -99,7 +100,7 @@ def render(rows: list[dict], pack_name: str, quick: bool, plot: str | None) -> s
         lines.append(f"| {r['runtime']} | {r['tag']} | {accs} | {_pct(r.get('U-M_tar'))} | "
                      f"{_pct(r.get('U-M_retention'))} | {_num(r['cosine'], 5)} | {_num(r['mb'], 2)} | "
                      f"{_num(r.get('latency_1t_ms'), 2)} | {_num(r.get('latency_2t_ms'), 2)} |")
-    lines += _paired_table(rows) + _verdict_lines(rows)
+    lines += _paired_table(rows) + _noise_table(rows) + _verdict_lines(rows)
     if plot:
         lines += ["", f"![retention]({plot})"]
     return "\n".join(lines) + "\n"
@@ -123,6 +124,31 @@ def _paired_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _noise_table(rows: list[dict]) -> list[str]:
+    from benchmarks.noise_floor import DRAWS
+
+    floored = [r for r in rows if r.get("noise_floor")]
+    if not floored:
+        return []
+    lines = ["", "What noise of each INT8 model's own size costs (`benchmarks.noise_floor`: its error "
+             f"vectors given to other faces, {DRAWS} draws): measured difference against the noise "
+             "floor's mean +- sd, in points. **beyond** marks a loss more than 2 sd below it: "
+             "INT8 losing more than its noise explains.", "",
+             "| runtime | model | " + " | ".join(f"{s} measured / noise" for s in SETS) + " |",
+             "|---|---|" + "---|" * len(SETS)]
+    for r in floored:
+        cells = " | ".join(_floor(r["paired"].get(s), r["noise_floor"].get(s)) for s in SETS)
+        lines.append(f"| {r['runtime']} | {r['tag']} | {cells} |")
+    return lines
+
+
+def _floor(p: dict | None, f: dict | None) -> str:
+    if not p or not f:
+        return "-"
+    mark = " **beyond**" if f["beyond"] else ""
+    return f"{100 * p['difference']:+.2f} / {100 * f['mean']:+.2f} +- {100 * f['sd']:.2f}{mark}"
+
+
 def _diff(p: dict | None) -> str:
     if not p:
         return "-"
@@ -144,8 +170,19 @@ def _verdict_lines(rows: list[dict]) -> list[str]:
         v = r["verdict"]
         kept = "kept" if v["accuracy_kept"] else f"**LOST** (worst: {v['worst_set']} {100 * v['worst_diff']:+.2f})"
         fast = {True: "faster", False: "**not faster**", None: "not timed"}[v["faster"]]
-        lines.append(f"- {r['runtime']} {r['tag']}: accuracy {kept}; {fast} than FP32 at 1 and 2 threads")
+        lines.append(f"- {r['runtime']} {r['tag']}: accuracy {kept}{_noise_note(r)}; {fast} than FP32 "
+                     "at 1 and 2 threads")
     return lines
+
+
+def _noise_note(row: dict) -> str:
+    """For a lost set: is the loss what noise of the model's size costs, or more?"""
+    floor = (row.get("noise_floor") or {}).get(row["verdict"]["worst_set"])
+    if row["verdict"]["accuracy_kept"] or not floor:
+        return ""
+    where = "beyond" if floor["beyond"] else "within"
+    return (f", {where} what noise of its size costs ({100 * floor['mean']:+.2f} +- "
+            f"{100 * floor['sd']:.2f})")
 
 
 def plot_rows(rows: list[dict], path: Path) -> Path | None:
@@ -185,6 +222,12 @@ def _plot_differences(axis, paired: list[dict]) -> None:
         low = np.array([100 * (p["difference"] - p["ci95"][0]) if p else 0 for p in found])
         high = np.array([100 * (p["ci95"][1] - p["difference"]) if p else 0 for p in found])
         axis.errorbar(x, diff, yerr=[low, high], fmt="o", capsize=3, label=name)
+        floors = [(r.get("noise_floor") or {}).get(name) for r in paired]
+        if any(floors):
+            mean = np.array([100 * f["mean"] if f else np.nan for f in floors])
+            sd = np.array([100 * f["sd"] if f else 0 for f in floors])
+            axis.errorbar(x + width / 3, mean, yerr=sd, fmt="x", color="tab:gray", capsize=2,
+                          label="noise of its size (mean +- sd)" if k == 0 else None)
     axis.axhline(0, color="black", linewidth=0.8)
     axis.axhline(-100 * RETENTION_GATE, color="tab:red", linestyle="--", linewidth=1,
                  label=f"-{100 * RETENTION_GATE:.1f} point (gate)")
@@ -243,11 +286,14 @@ def _row(runtime: str, tag: str, name: str, path: Path, results: dict, cosine) -
             row[f"{s}_tar"] = results[s].get("tar_at_far", {}).get("0.001", {}).get("tar")
     row["_scores"] = {s: results[s]["_curves"]["scores"] for s in SETS
                       if "_curves" in results.get(s, {})}  # per pair, for _paired; not saved
+    row["_embeddings"] = results.get("_embeddings")  # for the noise floor; not saved
     return row
 
 
 def _paired(rows: list[dict], pack) -> None:
-    """Each INT8 row against its runtime's FP32 row on the same pairs (full evaluation only)."""
+    """Each INT8 row against its runtime's FP32 row on the same pairs, and the difference
+    noise of the INT8 row's own size would make (``benchmarks.noise_floor``; full evaluation)."""
+    from benchmarks.noise_floor import noise_floor
     from benchmarks.paired import compare_paired
 
     for row in rows:
@@ -257,6 +303,10 @@ def _paired(rows: list[dict], pack) -> None:
         common = set(row["_scores"]) & set(base["_scores"])
         row["paired"] = {s: compare_paired(base["_scores"][s], row["_scores"][s], pack.is_same,
                                            pack.fold).to_dict() for s in SETS if s in common}
+        if base.get("_embeddings") and row.get("_embeddings") and common:
+            floors = noise_floor(base["_embeddings"], row["_embeddings"], pack, tuple(sorted(common)))
+            row["noise_floor"] = {s: f.to_dict() | {"beyond": f.beyond(row["paired"][s]["difference"])}
+                                  for s, f in floors.items()}
 
 
 def _retention(rows: list[dict]) -> None:

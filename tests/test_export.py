@@ -11,6 +11,7 @@ tested on its own (``test_int8_gate_failure_names_layers``).
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -210,12 +211,18 @@ def test_retention_report(ctx, exported, tmp_path):
     markdown = render(rows, "calib-pack", False, plot_rows(rows, tmp_path / "r.png").name)
     assert "| onnx | int8-ptq |" in markdown and (tmp_path / "r.png").is_file()
     tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("|")]
-    assert len(tables) == 2  # retention, then INT8 vs FP32 pair by pair
+    assert len(tables) == 3  # retention, INT8 vs FP32 pair by pair, then against the noise floor
     for table in tables:
         assert len({line.count("|") for line in table}) == 1, table[:2]  # header, rule, rows agree
     paired = tags["int8-ptq"]["paired"]["U-M"]
     assert paired["pairs"] == len(pairs) and paired["ci95"][0] <= paired["difference"] <= paired["ci95"][1]
     assert "paired" not in tags["fp32"] and "| onnx | int8-ptq | " in tables[1][-1]
+    floor = tags["int8-ptq"]["noise_floor"]
+    assert set(floor) == {"U-U", "U-M", "M-M"} and floor["U-M"]["draws"] == 40
+    assert floor["U-M"]["sd"] >= 0 and "noise_floor" not in tags["fp32"]
+    assert "| onnx | int8-ptq | " in tables[2][-1] and " / " in tables[2][-1]
+    assert "_embeddings" not in json.dumps([{k: v for k, v in r.items() if not k.startswith("_")}
+                                             for r in rows])
     assert tags["int8-ptq"]["verdict"]["faster"] is None  # timed at one thread count only
     assert "- onnx int8-ptq: accuracy " in markdown and "verdict" not in tags["fp32"]
 

@@ -250,3 +250,57 @@ def test_mcnemar_exact_hand_computed():
     assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)  # 2 * P(X <= 0), X ~ Bin(5, 1/2)
     assert mcnemar_exact(2, 8) == pytest.approx(2 * (1 + 10 + 45) / 1024)
     assert mcnemar_exact(4, 4) == 1.0
+
+
+# ---- noise floor: what noise of a model's own size costs (benchmarks.noise_floor) --------
+def _noise_pack(rng, people=150, dim=32):
+    from types import SimpleNamespace
+
+    centre = rng.normal(size=(people, dim))
+    ids = np.repeat(np.arange(people), 2)
+
+    def faces(spread):
+        x = centre[ids] + spread * rng.normal(size=(len(ids), dim))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    same = [(2 * p, 2 * p + 1) for p in range(people)]
+    other = [(2 * p, 2 * ((p + 1 + p % 7) % people) + 1) for p in range(people)]
+    pairs = np.array(same + other)
+    pack = SimpleNamespace(idx_a=pairs[:, 0], idx_b=pairs[:, 1], fold=np.arange(len(pairs)) % 10,
+                           is_same=np.arange(len(pairs)) < people)
+    return pack, {"unmasked": faces(0.8), "masked": faces(1.2)}
+
+
+def _noisy(emb, rng, size):
+    out = {}
+    for which, x in emb.items():
+        y = x + size * rng.normal(size=x.shape).astype(np.float32)
+        out[which] = y / np.linalg.norm(y, axis=1, keepdims=True)
+    return out
+
+
+def test_noise_floor_grows_with_the_error_and_is_zero_without_one():
+    from benchmarks.noise_floor import noise_floor
+
+    rng = np.random.default_rng(5)
+    pack, fp32 = _noise_pack(rng)
+    none = noise_floor(fp32, fp32, pack, draws=5)
+    assert all((f.mean, f.sd) == (0.0, 0.0) and not f.beyond(0.0) for f in none.values())
+    small = noise_floor(fp32, _noisy(fp32, rng, 0.01), pack, draws=20)
+    large = noise_floor(fp32, _noisy(fp32, rng, 0.4), pack, draws=20)
+    for name in ("U-U", "U-M", "M-M"):
+        assert abs(small[name].mean) < 0.01 and large[name].mean < small[name].mean - 0.02, name
+        assert large[name].sd > 0 and large[name].draws == 20
+    again = noise_floor(fp32, _noisy(fp32, np.random.default_rng(1), 0.4), pack, draws=20)
+    assert noise_floor(fp32, _noisy(fp32, np.random.default_rng(1), 0.4), pack, draws=20) == again
+
+
+def test_noise_floor_beyond_marks_losses_the_noise_does_not_explain():
+    from benchmarks.noise_floor import NoiseFloor, noise_floor
+
+    floor = NoiseFloor(mean=-0.001, sd=0.001, draws=40)
+    assert floor.beyond(-0.0031) and not floor.beyond(-0.0029) and not floor.beyond(0.002)
+    rng = np.random.default_rng(6)
+    pack, fp32 = _noise_pack(rng)
+    with pytest.raises(ValueError, match="masked embeddings differ in shape"):
+        noise_floor(fp32, {"unmasked": fp32["unmasked"], "masked": fp32["masked"][:-1]}, pack)
