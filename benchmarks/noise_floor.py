@@ -31,7 +31,7 @@ import numpy as np
 from benchmarks.evaluate import pair_embeddings
 from benchmarks.paired import compare_paired
 
-DRAWS = 40
+DRAWS = 100  # the floor's mean is then known to about sd / 10
 SD_MARGIN = 2.0  # a measured difference this many sd below the floor's mean is "beyond noise"
 
 
@@ -76,7 +76,7 @@ def noise_floor(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarra
             raise ValueError(f"{which} embeddings differ in shape: {reference[which].shape} vs "
                              f"{np.shape(candidate.get(which))}; embed the same pack with both models")
     rng = np.random.default_rng(seed)
-    residual = {w: candidate[w] - reference[w] for w in reference}
+    residual = {w: candidate[w] - reference[w] for w in sorted(reference)}  # fixed draw order
     base = {s: _scores(s, reference, pack) for s in sets}
     found = {s: [] for s in sets}
     for _ in range(draws):

@@ -218,7 +218,7 @@ def test_retention_report(ctx, exported, tmp_path):
     assert paired["pairs"] == len(pairs) and paired["ci95"][0] <= paired["difference"] <= paired["ci95"][1]
     assert "paired" not in tags["fp32"] and "| onnx | int8-ptq | " in tables[1][-1]
     floor = tags["int8-ptq"]["noise_floor"]
-    assert set(floor) == {"U-U", "U-M", "M-M"} and floor["U-M"]["draws"] == 40
+    assert set(floor) == {"U-U", "U-M", "M-M"} and floor["U-M"]["draws"] == 100
     assert floor["U-M"]["sd"] >= 0 and "noise_floor" not in tags["fp32"]
     assert "| onnx | int8-ptq | " in tables[2][-1] and " / " in tables[2][-1]
     assert "_embeddings" not in json.dumps([{k: v for k, v in r.items() if not k.startswith("_")}
