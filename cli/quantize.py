@@ -73,7 +73,8 @@ def quantize(
                                        "parity-check faces left out); 0: on the calibration split."),
     keep_float: str = typer.Option("", "--keep-float",
                                    help="Comma-separated conv module names INT8 leaves in float "
-                                        "(the parity gate's sensitivity report names them)."),
+                                        "(the parity gate's sensitivity report names them); "
+                                        "'depthwise' names every depthwise conv."),
     report: bool = typer.Option(False, "--report", help="Then write the retention report (masked LFW)."),
     equalize: bool = typer.Option(False, "--equalize",
                                   help="Even out per-channel activation ranges before INT8 "

@@ -22,7 +22,7 @@ from quantize.errors import QuantizeError
 from quantize.exporter import ExportResult, run_export
 from quantize.formats import METHODS, parse_formats
 from quantize.qat import QATConfig
-from quantize.student import load_student
+from quantize.student import expand_layer_names, load_student
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,13 @@ def _run(config: RunConfig, tags: tuple[str, ...], progress: bool) -> RunSummary
         from quantize.equalize import equalize
 
         student = equalize(student, calibration.calibration_faces())[0]
-    ctx = ExportContext(student, calibration, config.out_dir, keep_float=config.keep_float)
+    keep_float = expand_layer_names(student.model, config.keep_float)
+    ctx = ExportContext(student, calibration, config.out_dir, keep_float=keep_float)
     summary = RunSummary(ctx.out_dir)
     if "int8-qat" in tags:
         from quantize.qat import run_qat
 
-        result = run_qat(student, calibration, config.qat, config.keep_float, progress=progress)
+        result = run_qat(student, calibration, config.qat, keep_float, progress=progress)
         ctx.qat_model, summary.qat = result.model, result.summary()
     for fmt in formats:
         for tag in tags:

@@ -165,6 +165,27 @@ def save_student(model: nn.Module, arch: str, path: str | Path, input: InputSpec
     return path
 
 
+DEPTHWISE = "depthwise"  # --keep-float shorthand for every depthwise convolution
+
+
+def expand_layer_names(model: nn.Module, names: tuple[str, ...]) -> tuple[str, ...]:
+    """``--keep-float`` names with ``depthwise`` replaced by every depthwise convolution of
+    ``model`` (a conv with one group per input channel, the 7x7 GDC head included), in module
+    order, without duplicates. Other names pass through; the exporters check them.
+
+    The best onnxruntime INT8 of the real student keeps all 17 in float (plus ``conv_last.0``):
+    ``--keep-float depthwise,conv_last.0`` instead of 18 names.
+    """
+    out = []
+    for name in names:
+        if name == DEPTHWISE:
+            out += [n for n, m in model.named_modules()
+                    if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
+        else:
+            out.append(name)
+    return tuple(dict.fromkeys(out))
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with each Conv2d -> BatchNorm2d pair (in a Sequential) fused."""
     fused = copy.deepcopy(model).eval()

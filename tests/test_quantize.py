@@ -312,3 +312,17 @@ def test_calibration_reader_serves_ranges_of_equal_batches():
     assert first["input"][0, 0, 0, 0] == CALIB_BATCH and second["input"].shape[0] == CALIB_BATCH
     assert end is None
     assert [_stride(n) for n in (28, 7, 6, 1)] == [4, 1, 3, 1]  # onnxruntime needs a divisor
+
+
+def test_keep_float_depthwise_shorthand_names_every_depthwise_conv(tiny):
+    from torch import nn
+
+    from quantize.student import expand_layer_names
+
+    names = expand_layer_names(tiny.model, ("stem.0.0", "depthwise", "depthwise", "nope"))
+    modules = dict(tiny.model.named_modules())
+    depthwise = [n for n, m in modules.items()
+                 if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert len(depthwise) >= 2 and names == ("stem.0.0", *depthwise, "nope")
+    assert all(modules[n].groups == modules[n].out_channels for n in depthwise)
+    assert expand_layer_names(tiny.model, ()) == ()
