@@ -249,3 +249,24 @@ def test_retention_gate_verdicts(int8_acc, int8_ms, kept, faster):
     assert len(failures) == (0 if kept else 1)
     if not kept:
         assert "U-M" in failures[0] and "0.65 point" in failures[0]
+
+
+def test_keep_float_reaches_openvino(ctx, onnx_fp32, exported, tmp_path):
+    """A kept layer's OpenVINO convolution reads float input and float weights; by default INT8."""
+    import openvino as ov
+
+    from quantize.exporters.onnx import conv_nodes
+
+    node = conv_nodes(onnx_fp32.path, ("stem.0.0",))[0]
+
+    def producers(path) -> tuple[str, str]:
+        model = ov.Core().read_model(str(path))
+        conv = next(op for op in model.get_ops() if op.get_friendly_name() in (node, f"{node}/WithoutBiases")
+                    and op.get_type_name() in ("Convolution", "GroupConvolution"))
+        return tuple(conv.input(i).get_source_output().get_node().get_type_name() for i in (0, 1))
+
+    assert producers(exported("openvino", "int8-ptq").path)[0] == "FakeQuantize"
+    keep = _sibling(ctx, onnx_fp32, tmp_path, keep_float=("stem.0.0",))
+    result = run_export(keep, FORMATS["openvino"], "int8-ptq", thresholds=False)
+    assert producers(result.path) == ("Parameter", "Constant")  # the input image, FP32 weights
+    assert result.card.provenance["keep_float"] == "stem.0.0"
