@@ -239,10 +239,10 @@ def _row(tag, acc, ms):
     ((0.9880, 0.9620, 0.9630), (5.0, 4.5), True, False),    # slower at 2 threads
 ])
 def test_retention_gate_verdicts(int8_acc, int8_ms, kept, faster):
-    from quantize.report import _verdicts, retention_failures
+    from quantize.retention import add_verdicts, retention_failures
 
     rows = [_row("fp32", (0.9875, 0.9615, 0.9625), (7.0, 4.0)), _row("int8-ptq", int8_acc, int8_ms)]
-    _verdicts(rows)
+    add_verdicts(rows)
     verdict = rows[1]["verdict"]
     assert (verdict["accuracy_kept"], verdict["faster"]) == (kept, faster)
     failures = retention_failures(rows)

@@ -1,0 +1,70 @@
+"""The retention gate: what an INT8 model may lose against the FP32 model of its runtime.
+
+The kit's promise is INT8 losing at most ``RETENTION_GATE`` (0.1 point) of its runtime's FP32
+accuracy on every set of masked LFW, and running faster. These functions add to the report's
+rows (one dict per model file, ``quantize.report``): retention ratios, the pair-by-pair
+comparison with its noise floor, and a verdict per INT8 row; ``retention_failures`` lists the
+rows that break the promise.
+"""
+
+from __future__ import annotations
+
+SETS = ("U-U", "U-M", "M-M")
+RETENTION_GATE = 0.001  # most accuracy (fraction) an INT8 model may lose against its FP32, per set
+
+
+def fp32_row(row: dict, rows: list[dict]) -> dict | None:
+    """The FP32 row of ``row``'s runtime (``row`` itself for an FP32 row), or None."""
+    return next((r for r in rows if r["runtime"] == row["runtime"] and r["tag"] == "fp32"), None)
+
+
+def add_retention(rows: list[dict]) -> None:
+    """Each row's accuracy as a fraction of its runtime's FP32 accuracy, per set."""
+    for row in rows:
+        base = fp32_row(row, rows)
+        for s in SETS:
+            if base and row.get(f"{s}_acc") and base.get(f"{s}_acc"):
+                row[f"{s}_retention"] = round(row[f"{s}_acc"] / base[f"{s}_acc"], 5)
+
+
+def add_paired(rows: list[dict], pack) -> None:
+    """Each INT8 row against its runtime's FP32 row on the same pairs, and the difference
+    noise of the INT8 row's own size would make (``benchmarks.noise_floor``; full evaluation)."""
+    from benchmarks.noise_floor import noise_floor
+    from benchmarks.paired import compare_paired
+
+    for row in rows:
+        base = fp32_row(row, rows)
+        if base is None or row is base:
+            continue
+        common = set(row["_scores"]) & set(base["_scores"])
+        row["paired"] = {s: compare_paired(base["_scores"][s], row["_scores"][s], pack.is_same,
+                                           pack.fold).to_dict() for s in SETS if s in common}
+        if base.get("_embeddings") and row.get("_embeddings") and common:
+            floors = noise_floor(base["_embeddings"], row["_embeddings"], pack, tuple(sorted(common)))
+            row["noise_floor"] = {s: f.to_dict() | {"beyond": f.beyond(row["paired"][s]["difference"])}
+                                  for s, f in floors.items()}
+
+
+def add_verdicts(rows: list[dict]) -> None:
+    """Each INT8 row: accuracy within ``RETENTION_GATE`` of FP32 on every set, and faster."""
+    for row in rows:
+        base = fp32_row(row, rows)
+        if base is None or row is base:
+            continue
+        diffs = {s: row[f"{s}_acc"] - base[f"{s}_acc"] for s in SETS
+                 if row.get(f"{s}_acc") is not None and base.get(f"{s}_acc") is not None}
+        if not diffs:
+            continue
+        worst = min(diffs, key=diffs.get)
+        times = [(row.get(f"latency_{t}t_ms"), base.get(f"latency_{t}t_ms")) for t in (1, 2)]
+        faster = None if any(a is None or b is None for a, b in times) else all(a < b for a, b in times)
+        row["verdict"] = {"accuracy_kept": diffs[worst] >= -RETENTION_GATE - 1e-9, "worst_set": worst,
+                          "worst_diff": round(diffs[worst], 5), "faster": faster}
+
+
+def retention_failures(rows: list[dict]) -> list[str]:
+    """One line per INT8 model that lost more than ``RETENTION_GATE`` on some set."""
+    return [f"{r['name']} ({r['path']}) loses {100 * -r['verdict']['worst_diff']:.2f} point on "
+            f"{r['verdict']['worst_set']} against {r['runtime']} FP32 (gate {100 * RETENTION_GATE:.1f})"
+            for r in rows if "verdict" in r and not r["verdict"]["accuracy_kept"]]
