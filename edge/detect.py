@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -150,13 +151,28 @@ class YuNetDetector(FaceDetector):
                 f"input_size={self.input_size}, score_threshold={self.score_threshold})")
 
 
+@contextmanager
+def _opencv_errors_only():
+    """OpenCV 5 warns "Targets are not supported by the new graph engine" on every
+    FaceDetectorYN it creates (the default CPU target is set anyway); the line reached users on
+    every command. Quiet for the creation only, errors still printed."""
+    cv_log = cv2.utils.logging
+    level = cv_log.getLogLevel()
+    cv_log.setLogLevel(cv_log.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv_log.setLogLevel(level)
+
+
 class _OpenCVYuNet:
     """cv2.FaceDetectorYN over a fixed canvas; returns raw (N, 15) rows."""
 
     def __init__(self, path: Path, size: tuple[int, int], score: float, nms: float,
                  top_k: int) -> None:
         try:
-            self.net = cv2.FaceDetectorYN.create(str(path), "", size, score, nms, top_k)
+            with _opencv_errors_only():
+                self.net = cv2.FaceDetectorYN.create(str(path), "", size, score, nms, top_k)
         except cv2.error as err:
             raise ModelFileError(
                 f"OpenCV cannot load {path} as a YuNet model ({err}): use "

@@ -112,6 +112,13 @@ class TestDetect:
         with pytest.raises(ModelFileError, match="not found"):
             YuNetDetector(model_path="/nonexistent/yunet.onnx")
 
+    def test_opencv_detector_is_created_quietly(self, capfd):
+        # OpenCV 5 printed a graph-engine warning on every command that made a detector.
+        level = cv2.utils.logging.getLogLevel()
+        YuNetDetector(backend="opencv")
+        assert "WARN" not in capfd.readouterr().err
+        assert cv2.utils.logging.getLogLevel() == level
+
     def test_registry(self):
         assert DETECTORS.get("yunet") is YuNetDetector
         assert isinstance(create_detector("yunet", backend="onnxruntime"), YuNetDetector)
