@@ -42,6 +42,7 @@ SOURCES = ("lfw-holdout", "utkface", "<folder or .tgz of face photos>")
 DEFAULT_SOURCE = "lfw-holdout+utkface"
 UTKFACE = "train/utkface-s19000.tgz"
 PER_PERSON = 4  # at most this many images of one person
+BIAS_FACES = 128  # faces bias correction measures (both INT8 routes): spread, pairs kept together
 
 
 @dataclass(frozen=True)
@@ -262,3 +263,14 @@ def _build(source, keys: list[str], seed: int, path: Path, workers: int, progres
 
 def _slug(source: str) -> str:
     return source if source in SOURCES else Path(source).name.replace(".", "_")[:40]
+
+
+def bias_faces(tensor: np.ndarray, size: int | None = None) -> np.ndarray:
+    """About ``size`` (default ``BIAS_FACES``) faces spread over the calibration ``tensor``,
+    keeping its unmasked/masked pairs together: what bias correction measures."""
+    size = BIAS_FACES if size is None else size
+    pairs = len(tensor) // 2
+    if pairs * 2 <= size:
+        return tensor
+    starts = 2 * np.linspace(0, pairs - 1, size // 2).astype(int)
+    return tensor[np.stack([starts, starts + 1], 1).reshape(-1)]

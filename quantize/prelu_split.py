@@ -38,6 +38,10 @@ from torch import nn
 
 from edge.errors import ConfigError
 
+# What an INT8 card's provenance says when its export went through the twin.
+ROUTE_NOTE = ("through the PReLU split (quantize.prelu_split: the exact ReLU-only twin, "
+              "slopes moved into the next convolution's weights)")
+
 
 def _parts(block: nn.Sequential) -> tuple[bool, nn.Conv2d, torch.Tensor | None]:
     """(has a TF-'SAME' pad, the conv, its PReLU slopes or None) of a ``TFConv``."""

@@ -59,9 +59,9 @@ def split_ctx(calibration, tmp_path_factory):
 @pytest.fixture()
 def few_bias_faces(monkeypatch):
     """Bias correction on 8 faces: it runs the full-size twin once per conv level (52 here)."""
-    import quantize.exporters.onnx as onnx_exporter
+    import quantize.calibration as calibration
 
-    monkeypatch.setattr(onnx_exporter, "BIAS_FACES", 8)
+    monkeypatch.setattr(calibration, "BIAS_FACES", 8)
 
 
 def _int8(ctx, folder, keep_float=()):
@@ -123,3 +123,4 @@ def test_needs_split_only_for_prelu_mobilefacenet_tf():
     assert needs_split(create_model("mobilefacenet_tf"))
     assert not needs_split(create_model("mobilefacenet_tf_relu"))
     assert not needs_split(create_model("mobilefacenet_tiny"))
+

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from onnxruntime.quantization import CalibrationDataReader
 
+from quantize.calibration import bias_faces
 from quantize.context import ONNX_OPSET, ExportContext
 from quantize.formats import FORMATS
 
@@ -43,9 +44,6 @@ FORMAT = FORMATS["onnx"]
 INPUT, OUTPUT = "input", "embedding"
 CALIB_BATCH = 16
 CALIB_STRIDE = 4  # batches per histogram update: bounds the calibrator's memory
-BIAS_FACES = 128  # faces for bias correction: one run of the QDQ graph (up to the level) per conv level
-PRELU_SPLIT_ROUTE = ("through the PReLU split (quantize.prelu_split: the exact ReLU-only twin, "
-                     "slopes moved into the next convolution's weights)")
 
 
 def torch_to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -75,7 +73,7 @@ def export_int8(ctx: ExportContext) -> Path:
 
 def _int8_source(ctx: ExportContext) -> tuple[Path, list[str]]:
     """The FP32 graph to quantize and its node names to leave in float (``--keep-float``)."""
-    from quantize.prelu_split import PReLUSplitTwin, needs_split, twin_prefix
+    from quantize.prelu_split import ROUTE_NOTE, PReLUSplitTwin, needs_split, twin_prefix
 
     fp32 = ctx.fp32_onnx()
     excluded = conv_nodes(fp32, ctx.keep_float)  # also checks the names against the student
@@ -83,7 +81,7 @@ def _int8_source(ctx: ExportContext) -> tuple[Path, list[str]]:
         return fp32, excluded
     twin = PReLUSplitTwin(ctx.student.model).eval()
     src = torch_to_onnx(twin, ctx.example_input(2), ctx.work_dir / "prelu-split.fp32.onnx")
-    ctx.route_notes[FORMAT.name] = PRELU_SPLIT_ROUTE
+    ctx.route_notes[FORMAT.name] = ROUTE_NOTE
     return src, nodes_under(src, tuple(twin_prefix(layer) for layer in ctx.keep_float))
 
 
@@ -111,18 +109,9 @@ def quantize_onnx(src: Path, dst: Path, tensor: np.ndarray, activation: str = "u
     if bias_correction:
         from quantize.bias_correction import correct_biases
 
-        correct_biases(target, Path(src), _pairs_subset(tensor, BIAS_FACES), Path(dst), INPUT)
+        correct_biases(target, Path(src), bias_faces(tensor), Path(dst), INPUT)
         target.unlink()
     return Path(dst)
-
-
-def _pairs_subset(tensor: np.ndarray, size: int) -> np.ndarray:
-    """About ``size`` faces spread over ``tensor``, keeping its unmasked/masked pairs together."""
-    pairs = len(tensor) // 2
-    if pairs * 2 <= size:
-        return tensor
-    starts = 2 * np.linspace(0, pairs - 1, size // 2).astype(int)
-    return tensor[np.stack([starts, starts + 1], 1).reshape(-1)]
 
 
 def export_qat(ctx: ExportContext) -> Path:
