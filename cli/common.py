@@ -15,6 +15,15 @@ from edge.paths import DATA_ROOT_ENV
 
 EXIT_USER_ERROR = 2
 
+# Import-time notes from the torch stack about GPU-only parts that a CPU install lacks (CUDA
+# kernel libraries, triton) and a deprecation inside torchao. They read like failures but
+# change nothing the kit runs; --verbose shows them.
+IMPORT_NOISE = {
+    "torchao": ("Failed to load ",),
+    "torchao.kernel.intmm": ("Detected no triton",),
+    "torch.utils._pytree": ("is an Enum subclass and is now natively supported",),
+}
+
 
 def configure(data_root: str | None, verbose: bool) -> None:
     """Apply the global options: the data root (exported so every layer sees it) and logging."""
@@ -25,6 +34,25 @@ def configure(data_root: str | None, verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for name, phrases in IMPORT_NOISE.items():
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _DropPhrases)]:
+            logger.removeFilter(old)
+        if not verbose:
+            logger.addFilter(_DropPhrases(phrases))
+
+
+class _DropPhrases(logging.Filter):
+    """Drops records whose message contains one of ``phrases`` (set on the emitting logger:
+    torch's loggers have their own handlers and do not reach the root one)."""
+
+    def __init__(self, phrases: tuple[str, ...]) -> None:
+        super().__init__()
+        self.phrases = phrases
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(phrase in message for phrase in self.phrases)
 
 
 def run_app(app: typer.Typer, argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ ends with exit code 2 and one line that says what is wrong, never a traceback.""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -131,3 +132,20 @@ def test_missing_data_root_in_a_subprocess(tmp_path, lfw_photo):
          "-m", "mobilefacenet-tflite"], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "MASKEDGE_DATA_ROOT" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_import_noise_hidden_unless_verbose(caplog, verbose):
+    """torchao's 'Failed to load <CUDA kernel>.so' on a CPU install is hidden; its other
+    warnings and the kit's own are not; --verbose shows everything."""
+    from cli.common import configure
+
+    configure(None, verbose)
+    torchao = logging.getLogger("torchao")
+    with caplog.at_level(logging.WARNING):
+        torchao.warning("Failed to load /x/_C_mxfp8.so: Could not load this library")
+        torchao.warning("a real torchao warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert "a real torchao warning" in messages
+    assert any(m.startswith("Failed to load") for m in messages) == verbose
+    configure(None, False)  # leave the filters as the CLI sets them
