@@ -37,6 +37,7 @@ from quantize.student import Student, fold_batchnorm
 
 log = logging.getLogger(__name__)
 WEIGHT_QMAX = 63
+LOG_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -196,4 +197,8 @@ def _train(prepared, faces: torch.Tensor, targets: torch.Tensor, config: QATConf
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == config.steps:
+            # A log line as well as the bar: QAT runs for minutes, often with output to a file.
+            log.info("QAT step %d/%d: loss %.4f (mean of the last %d)", step + 1, config.steps,
+                     np.mean(losses[-LOG_EVERY:]), min(LOG_EVERY, len(losses)))
     return losses
