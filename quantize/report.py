@@ -15,6 +15,7 @@ kept, and faster than FP32 at 1 and 2 threads); an INT8 model that loses more th
 makes the command fail (``RetentionError``), after the report is written.
 
     python -m quantize.report RUN/export [--checkpoint RUN/last.pt] [--quick] [--threads 1]
+    python -m quantize.report RUN/export --rerender   # from retention.json, no evaluation
 """
 
 from __future__ import annotations
@@ -100,9 +101,34 @@ def retention_report(folder: Path, checkpoint: Path | None = None, quick: bool =
     folder = Path(folder)
     pack = load_pack()
     rows = evaluate_all(collect(folder), pack, quick, runs, checkpoint=checkpoint)
+    for row in rows:
+        row["pack"], row["quick"] = f"{pack.name} (pack {pack.key})", quick
+    return _write(folder, rows)
+
+
+def rerender(folder: Path) -> tuple[Path, Path | None]:
+    """Write ``retention.md`` / ``.png`` again from ``retention.json`` (verdicts recomputed), with
+    no evaluation: a report made by an older kit gets the current verdicts and layout.
+
+    Raises:
+        ConfigError: no ``retention.json`` in ``folder``.
+        RetentionError: as ``retention_report``.
+    """
+    source = Path(folder) / "retention.json"
+    if not source.is_file():
+        raise ConfigError(f"no retention.json in {folder}: run `python -m quantize.report {folder}` first")
+    rows = json.loads(source.read_text())
+    for row in rows:
+        row.pop("verdict", None)
+    add_verdicts(rows)
+    return _write(Path(folder), rows)
+
+
+def _write(folder: Path, rows: list[dict]) -> tuple[Path, Path | None]:
     png = plot_rows(rows, folder / "retention.png")
     markdown = folder / "retention.md"
-    markdown.write_text(render(rows, f"{pack.name} (pack {pack.key})", quick, png and png.name))
+    markdown.write_text(render(rows, rows[0].get("pack", "an unnamed pack"), rows[0].get("quick", False),
+                               png and png.name))
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     (folder / "retention.json").write_text(json.dumps(public, indent=1))
     failures = retention_failures(rows)
@@ -142,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="folds 1-2 only, no all-vs-all")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (PyTorch row)")
+    parser.add_argument("--rerender", action="store_true",
+                        help="no evaluation: write the Markdown and plot again from retention.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.threads:
@@ -151,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     from quantize.errors import RetentionError
 
     try:
-        markdown, _ = retention_report(args.folder, args.checkpoint, args.quick, args.runs)
+        if args.rerender:
+            markdown, _ = rerender(args.folder)
+        else:
+            markdown, _ = retention_report(args.folder, args.checkpoint, args.quick, args.runs)
     except RetentionError as err:
         print(err.report.read_text())
         print(f"error: {err}")
@@ -163,6 +194,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

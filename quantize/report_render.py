@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.retention import RETENTION_GATE, SETS
+from quantize.retention import RETENTION_GATE, SETS, fp32_row
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,21 @@ def _verdict_lines(rows: list[dict]) -> list[str]:
     for r in judged:
         v = r["verdict"]
         kept = "kept" if v["accuracy_kept"] else f"**LOST** (worst: {v['worst_set']} {100 * v['worst_diff']:+.2f})"
-        fast = {True: "faster", False: "**not faster**", None: "not timed"}[v["faster"]]
-        lines.append(f"- {r['runtime']} {r['tag']}: accuracy {kept}{_noise_note(r)}; {fast} than FP32 "
-                     "at 1 and 2 threads")
+        lines.append(f"- {r['runtime']} {r['tag']}: accuracy {kept}{_noise_note(r)}; "
+                     f"{_speed_note(r, rows)}{_beyond_note(r)}")
     return lines
+
+
+def _speed_note(row: dict, rows: list[dict]) -> str:
+    slower_at = row["verdict"].get("slower_at", [])
+    if row["verdict"]["faster"] is None:
+        return "not timed at both 1 and 2 threads"
+    if not slower_at:
+        return "faster than FP32 at 1 and 2 threads"
+    base = fp32_row(row, rows)
+    times = ", ".join(f"{t} thread{'s' * (t > 1)} ({row[f'latency_{t}t_ms']:.2f} vs "
+                      f"{base[f'latency_{t}t_ms']:.2f} ms)" for t in slower_at)
+    return f"**not faster** than FP32 at {times}"
 
 
 def _noise_note(row: dict) -> str:
@@ -114,6 +125,17 @@ def _noise_note(row: dict) -> str:
     where = "beyond" if floor["beyond"] else "within"
     return (f", {where} what noise of its size costs ({100 * floor['mean']:+.2f} +- "
             f"{100 * floor['sd']:.2f})")
+
+
+def _beyond_note(row: dict) -> str:
+    """Sets whose loss is beyond the noise floor though the gate (or the worst set) passed them."""
+    v = row["verdict"]
+    named = [s for s in v.get("beyond_floor", []) if v["accuracy_kept"] or s != v["worst_set"]]
+    if not named:
+        return ""
+    parts = [f"{s} {100 * row['paired'][s]['difference']:+.2f} (noise {100 * row['noise_floor'][s]['mean']:+.2f}"
+             f" +- {100 * row['noise_floor'][s]['sd']:.2f})" for s in named]
+    return "; beyond its noise floor: " + ", ".join(parts)
 
 
 def plot_rows(rows: list[dict], path: Path) -> Path | None:

@@ -47,7 +47,9 @@ def add_paired(rows: list[dict], pack) -> None:
 
 
 def add_verdicts(rows: list[dict]) -> None:
-    """Each INT8 row: accuracy within ``RETENTION_GATE`` of FP32 on every set, and faster."""
+    """Each INT8 row: accuracy within ``RETENTION_GATE`` of FP32 on every set, faster at 1 and
+    2 threads (``slower_at`` names the thread counts where it is not), and the sets whose
+    loss is beyond what noise of its size costs (``beyond_floor``), gate or not."""
     for row in rows:
         base = fp32_row(row, rows)
         if base is None or row is base:
@@ -57,10 +59,13 @@ def add_verdicts(rows: list[dict]) -> None:
         if not diffs:
             continue
         worst = min(diffs, key=diffs.get)
-        times = [(row.get(f"latency_{t}t_ms"), base.get(f"latency_{t}t_ms")) for t in (1, 2)]
-        faster = None if any(a is None or b is None for a, b in times) else all(a < b for a, b in times)
+        times = {t: (row.get(f"latency_{t}t_ms"), base.get(f"latency_{t}t_ms")) for t in (1, 2)}
+        timed = all(a is not None and b is not None for a, b in times.values())
+        slower_at = [t for t, (a, b) in times.items() if timed and a >= b]
+        beyond = [s for s, f in (row.get("noise_floor") or {}).items() if f.get("beyond")]
         row["verdict"] = {"accuracy_kept": diffs[worst] >= -RETENTION_GATE - 1e-9, "worst_set": worst,
-                          "worst_diff": round(diffs[worst], 5), "faster": faster}
+                          "worst_diff": round(diffs[worst], 5), "faster": not slower_at if timed else None,
+                          "slower_at": slower_at, "beyond_floor": beyond}
 
 
 def retention_failures(rows: list[dict]) -> list[str]:

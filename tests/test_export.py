@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from edge.card import ModelCard, card_path, sha256_file
+from edge.errors import ConfigError
 from edge.runtimes import load_model
 from quantize.context import ExportContext
 from quantize.errors import ParityError, QuantizeError
@@ -245,10 +246,46 @@ def test_retention_gate_verdicts(int8_acc, int8_ms, kept, faster):
     add_verdicts(rows)
     verdict = rows[1]["verdict"]
     assert (verdict["accuracy_kept"], verdict["faster"]) == (kept, faster)
+    assert verdict["slower_at"] == ([] if faster else [2])
     failures = retention_failures(rows)
     assert len(failures) == (0 if kept else 1)
     if not kept:
         assert "U-M" in failures[0] and "0.65 point" in failures[0]
+
+
+def _paired(diff):
+    return {"difference": diff, "ci95": [diff - 0.002, diff + 0.002], "reference_only": 9,
+            "candidate_only": 3, "p_value": 0.15}
+
+
+def test_rerender_names_slow_threads_and_losses_beyond_noise(tmp_path):
+    """From retention.json alone: the stale verdict is recomputed, the slow thread count is
+    named with its timings, and a set beyond its noise floor is named though the gate passed."""
+    from quantize.report import rerender
+
+    int8 = _row("int8-ptq", (0.9865, 0.9615, 0.9625), (5.0, 4.5))  # U-U -0.10: within the gate
+    int8["paired"] = {"U-U": _paired(-0.001), "U-M": _paired(0.0), "M-M": _paired(0.0)}
+    floor = {"mean": 0.0004, "sd": 0.0007, "draws": 100}
+    int8["noise_floor"] = {"U-U": floor | {"beyond": True}, "U-M": floor | {"beyond": False},
+                           "M-M": floor | {"beyond": False}}
+    int8["verdict"] = {"accuracy_kept": False, "worst_set": "M-M", "worst_diff": -0.5, "faster": True}
+    rows = [_row("fp32", (0.9875, 0.9615, 0.9625), (7.0, 4.0)), int8]
+    for row in rows:
+        row.update(cosine=1.0, mb=1.0, pack="test-pack")
+    (tmp_path / "retention.json").write_text(json.dumps(rows))
+    markdown, png = rerender(tmp_path)
+    text = markdown.read_text()
+    assert text.startswith("# INT8 retention on test-pack") and png.is_file()
+    assert ("- onnx int8-ptq: accuracy kept; **not faster** than FP32 at 2 threads (4.50 vs 4.00 ms); "
+            "beyond its noise floor: U-U -0.10 (noise +0.04 +- 0.07)") in text
+    assert json.loads((tmp_path / "retention.json").read_text())[1]["verdict"]["slower_at"] == [2]
+
+
+def test_rerender_without_json_says_what_to_run(tmp_path):
+    from quantize.report import rerender
+
+    with pytest.raises(ConfigError, match="quantize.report"):
+        rerender(tmp_path)
 
 
 def test_keep_float_reaches_openvino(ctx, onnx_fp32, exported, tmp_path):
