@@ -9,6 +9,8 @@ annotated (with no quantization), and the XNNPACK quantizer skips annotated node
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torchao.quantization.pt2e.quantizer import (ComposableQuantizer, QuantizationAnnotation,
                                                  Quantizer, SharedQuantizationSpec)
@@ -27,7 +29,12 @@ def xnnpack_quantizer(keep_float: tuple[str, ...] = (), is_qat: bool = False,
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat,
                                                weight_qmin=-weight_qmax, weight_qmax=weight_qmax)
     steps = [_KeepFloat(keep_float)] if keep_float else []
-    return ComposableQuantizer([*steps, XNNPACKQuantizer().set_global(config), _SharePadRange()])
+    with warnings.catch_warnings():
+        # Known and chosen: the one PT2E quantizer both QAT and litert-torch lowering accept
+        # (shared/TOOLCHAIN.md); its deprecation warning would print on every INT8 export.
+        warnings.filterwarnings("ignore", message="XNNPACKQuantizer is deprecated")
+        xnnpack = XNNPACKQuantizer().set_global(config)
+    return ComposableQuantizer([*steps, xnnpack, _SharePadRange()])
 
 
 class _SharePadRange(Quantizer):
