@@ -5,6 +5,8 @@ Tiny random student (BatchNorm statistics measured on real faces), real faces fr
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -326,3 +328,29 @@ def test_keep_float_depthwise_shorthand_names_every_depthwise_conv(tiny):
     assert len(depthwise) >= 2 and names == ("stem.0.0", *depthwise, "nope")
     assert all(modules[n].groups == modules[n].out_channels for n in depthwise)
     assert expand_layer_names(tiny.model, ()) == ()
+
+
+def test_interleaved_latency_switches_models_in_blocks(monkeypatch):
+    """Each model runs its turn alone (a block of calls, not one call each in alternation:
+    onnxruntime's spinning workers of one session slowed the other 2x at 2 threads), the
+    order rotates, and every model gets exactly ``runs`` timed calls."""
+    import edge.runtimes
+    from quantize.latency import measure_interleaved
+
+    calls = []
+
+    class Fake:
+        name = "fake"
+
+        def __init__(self, path):
+            self.path = path
+
+        def embed(self, face):
+            calls.append(self.path)
+
+    monkeypatch.setattr(edge.runtimes, "load_model", lambda path, threads: Fake(path))
+    timed = measure_interleaved(["a", "b"], threads=2, runs=25, warmup=0, block=10, settle=2)
+    assert [timed[p]["runs"] for p in "ab"] == [25, 25]
+    # Rounds a|b, b|a, a|b of 2 settling + 10 (last: 5) timed calls; turns that meet merge.
+    turns = [(p, len(list(g))) for p, g in itertools.groupby(calls)]
+    assert turns == [("a", 12), ("b", 24), ("a", 19), ("b", 7)]
