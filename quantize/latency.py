@@ -26,13 +26,12 @@ import numpy as np
 log = logging.getLogger(__name__)
 REPORT = Path(__file__).resolve().parent / "reports" / "int8_latency.md"
 ARCHS = ("mobilefacenet", "mobilefacenet_relu")
-BLOCK = 10  # timed calls per model per turn: ~0.1 s, short against background-load swings
-SETTLE = 2  # untimed calls opening each turn, while the other model's threads go idle
+BLOCK = 20  # timed calls per model per turn: ~0.2 s, short against background-load swings
+SETTLE = 5  # untimed calls opening each turn, while the other model's threads go idle
 
 
-def measure_interleaved(paths: list[Path], threads: int, runs: int = 100, warmup: int = 10,
-                        face: np.ndarray | None = None, block: int = BLOCK,
-                        settle: int = SETTLE) -> dict[str, dict]:
+def measure_interleaved(paths: list[Path], threads: int, runs: int = 100, warmup: int = 10, *,
+                        face: np.ndarray, block: int = BLOCK, settle: int = SETTLE) -> dict[str, dict]:
     """Median and p90 latency (ms) of each carded model, measured interleaved in blocks.
 
     The models take turns in blocks of ``block`` timed calls (the order rotating each round),
@@ -42,13 +41,17 @@ def measure_interleaved(paths: list[Path], threads: int, runs: int = 100, warmup
     student at 2 threads, FP32 / INT8 18.1 / 16.7 ms call by call against 9.2 / 8.8 in blocks
     (9.0 / 8.6 with each model alone in its own session).
 
+    ``face``: one real aligned face (HxWx3 uint8). Not a constant image: onnxruntime ran the
+    student's FP32 graph 1.6x faster on a uniform grey face than on a real one (9.3 against
+    14.5 ms, 1 thread; INT8 13.1 on both), which flattered FP32.
+
     Returns:
         ``{str(path): {"median_ms", "p90_ms", "runs", "threads", "runtime"}}``.
     """
     from edge.runtimes import load_model
 
     nets = [load_model(p, threads=threads) for p in paths]
-    face = np.full((1, 112, 112, 3), 128, np.uint8) if face is None else face[None]
+    face = face[None]
     for net in nets:
         for _ in range(warmup):
             net.embed(face)

@@ -349,7 +349,8 @@ def test_interleaved_latency_switches_models_in_blocks(monkeypatch):
             calls.append(self.path)
 
     monkeypatch.setattr(edge.runtimes, "load_model", lambda path, threads: Fake(path))
-    timed = measure_interleaved(["a", "b"], threads=2, runs=25, warmup=0, block=10, settle=2)
+    timed = measure_interleaved(["a", "b"], threads=2, runs=25, warmup=0, face=np.zeros((112, 112, 3), np.uint8),
+                                block=10, settle=2)
     assert [timed[p]["runs"] for p in "ab"] == [25, 25]
     # Rounds a|b, b|a, a|b of 2 settling + 10 (last: 5) timed calls; turns that meet merge.
     turns = [(p, len(list(g))) for p, g in itertools.groupby(calls)]
