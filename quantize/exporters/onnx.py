@@ -66,12 +66,12 @@ def export_fp32(ctx: ExportContext) -> Path:
 def export_int8(ctx: ExportContext) -> Path:
     """onnxruntime static QDQ INT8 (u8 activations, 7-bit per-channel weights); a PReLU
     student is quantized through its PReLU split."""
-    src, exclude = _int8_source(ctx)
+    src, exclude = int8_source(ctx)
     return quantize_onnx(src, ctx.artifact(FORMAT, "int8-ptq"), ctx.calibration_tensor(),
                          exclude=exclude)
 
 
-def _int8_source(ctx: ExportContext) -> tuple[Path, list[str]]:
+def int8_source(ctx: ExportContext) -> tuple[Path, list[str]]:
     """The FP32 graph to quantize and its node names to leave in float (``--keep-float``)."""
     from quantize.prelu_split import ROUTE_NOTE, PReLUSplitTwin, needs_split, twin_prefix
 
