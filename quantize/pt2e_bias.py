@@ -23,6 +23,7 @@ noise is no mean shift); through the PReLU split 0.99481 -> 0.99552 and 0.99361 
 from __future__ import annotations
 
 import torch
+import torchao.quantization.pt2e  # noqa: F401  registers the quantized_decomposed ops named below
 from torch import fx
 
 _QDQ = (torch.ops.quantized_decomposed.quantize_per_tensor.default,

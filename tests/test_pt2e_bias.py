@@ -66,3 +66,16 @@ def test_a_conv_without_bias_gets_one(converted):
     assert all(len(n.args) > 2 and n.args[2] is not None for n in convs)
     with torch.no_grad():
         assert model(faces).shape == expected_shape  # the graph still runs after recompiling
+
+
+def test_imports_on_its_own():
+    """The module names torchao's quantize/dequantize ops at import: it must register them
+    itself, not rely on the caller having imported torchao first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", "import quantize.pt2e_bias"], cwd=repo,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
