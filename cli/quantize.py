@@ -75,6 +75,10 @@ def quantize(
                                    help="Comma-separated conv module names INT8 leaves in float "
                                         "(the parity gate's sensitivity report names them); "
                                         "'depthwise' names every depthwise conv."),
+    auto_float: bool = typer.Option(False, "--auto-float",
+                                    help="A PTQ INT8 export that fails the parity gate is exported "
+                                         "again with more layers float: the sensitivity report's 3 "
+                                         "worst, then every depthwise conv too."),
     report: bool = typer.Option(False, "--report", help="Then write the retention report (masked LFW)."),
     equalize: bool = typer.Option(False, "--equalize",
                                   help="Even out per-channel activation ranges before INT8 "
@@ -89,7 +93,7 @@ def quantize(
                     freeze_observer_step=freeze_observers, faces=qat_faces)
     layers = tuple(v.strip() for v in keep_float.split(",") if v.strip())
     config = RunConfig(checkpoint, _formats(formats), method.value, out,
-                       _calibration(calib, calib_source), qat, layers, threads, equalize)
+                       _calibration(calib, calib_source), qat, layers, threads, equalize, auto_float)
     summary = quantize_models(config)
     _print(summary)
     if report:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edge.errors import ConfigError
 from quantize.calibration import CalibrationConfig, load_calibration
+from quantize.auto_float import export_with_auto_float
 from quantize.context import ExportContext
 from quantize.errors import QuantizeError
 from quantize.exporter import ExportResult, run_export
@@ -44,6 +45,8 @@ class RunConfig:
         equalize: rescale every conv -> PReLU/ReLU -> depthwise pair to even per-channel
             activation ranges first (``quantize.equalize``; off by default: on the PReLU
             student it did not help end to end, see its report).
+        auto_float: a PTQ INT8 export that fails its parity gate is exported again with more
+            layers in float (``quantize.auto_float``).
     """
 
     checkpoint: Path
@@ -55,6 +58,7 @@ class RunConfig:
     keep_float: tuple[str, ...] = ()
     threads: int | None = None
     equalize: bool = False
+    auto_float: bool = False
 
     def __post_init__(self) -> None:
         parse_formats(self.formats)  # raises on unknown names, listing the valid ones
@@ -117,6 +121,7 @@ def _run(config: RunConfig, tags: tuple[str, ...], progress: bool) -> RunSummary
     keep_float = expand_layer_names(student.model, config.keep_float)
     ctx = ExportContext(student, calibration, config.out_dir, keep_float=keep_float)
     summary = RunSummary(ctx.out_dir)
+    export = export_with_auto_float if config.auto_float else run_export
     if "int8-qat" in tags:
         from quantize.qat import run_qat
 
@@ -125,7 +130,7 @@ def _run(config: RunConfig, tags: tuple[str, ...], progress: bool) -> RunSummary
     for fmt in formats:
         for tag in tags:
             try:
-                summary.results.append(run_export(ctx, fmt, tag))
+                summary.results.append(export(ctx, fmt, tag))
             except QuantizeError as err:
                 summary.failures.append(str(err))
                 summary.sensitivity = getattr(err, "sensitivity", None) or summary.sensitivity
