@@ -93,7 +93,7 @@ class _Corrector(fx.Interpreter):
         if bias is None:
             self.new_biases[node] = -shift
         else:
-            _attribute(self.module, bias.target).data -= shift
+            _replace_attribute(self.module, bias.target, _attribute(self.module, bias.target) - shift)
         self.corrected += 1
         return out - shift[None, :, None, None]
 
@@ -101,6 +101,21 @@ class _Corrector(fx.Interpreter):
 def _attribute(model: torch.nn.Module, target: str) -> torch.Tensor:
     owner, _, name = target.rpartition(".")
     return getattr(model.get_submodule(owner) if owner else model, name)
+
+
+def _replace_attribute(model: torch.nn.Module, target: str, value: torch.Tensor) -> None:
+    """Point ``target`` at a new tensor. Never in place: ``torch.export`` graphs share their
+    parameters with the module they were exported from, so an in-place update changed the
+    student itself (and every later export and parity check of the same run)."""
+    owner_name, _, name = target.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    old = getattr(owner, name)
+    if isinstance(old, torch.nn.Parameter):
+        setattr(owner, name, torch.nn.Parameter(value.detach().clone(), requires_grad=old.requires_grad))
+    elif name in owner._buffers:
+        owner._buffers[name] = value.detach().clone()
+    else:
+        setattr(owner, name, value.detach().clone())
 
 
 def _add_biases(model: fx.GraphModule, biases: dict[fx.Node, torch.Tensor]) -> None:

@@ -37,7 +37,9 @@ def converted():
     prepared = prepare_pt2e(graph, xnnpack_quantizer(weight_qmax=7))  # 4-bit weights: big shifts
     with torch.no_grad():
         prepared(faces)
-    return allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False)), faces
+    converted = allow_exported_model_train_eval(convert_pt2e(prepared, fold_quantize=False))
+    converted.source = net  # the FP32 module it was exported from (shares tensors with it)
+    return converted, faces
 
 
 def test_corrected_means_match_fp32(converted):
@@ -48,6 +50,19 @@ def test_corrected_means_match_fp32(converted):
     assert len(fp32) == 3 and _largest_shift(conv_means(model, faces, quantized=True), fp32) > 1e-3
     assert correct_pt2e_biases(model, faces) == 3
     assert _largest_shift(conv_means(model, faces, quantized=True), fp32) < 1e-5
+
+
+def test_the_exported_module_is_left_alone(converted):
+    """The graph shares its bias tensors with the module it was exported from: correcting them
+    in place changed the student itself (every later export of the run, and the parity
+    reference, then used the corrected student)."""
+    from quantize.pt2e_bias import correct_pt2e_biases
+
+    model, faces = converted
+    before = {k: v.clone() for k, v in model.source.state_dict().items()}
+    correct_pt2e_biases(model, faces)
+    after = model.source.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def _largest_shift(means: dict, reference: dict) -> float:
