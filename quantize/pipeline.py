@@ -10,6 +10,7 @@ each artifact's figures.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -127,6 +128,7 @@ def _run(config: RunConfig, tags: tuple[str, ...], progress: bool) -> RunSummary
 
         result = run_qat(student, calibration, config.qat, keep_float, progress=progress)
         ctx.qat_model, summary.qat = result.model, result.summary()
+    weights = _fingerprint(student.model)
     for fmt in formats:
         for tag in tags:
             try:
@@ -134,11 +136,24 @@ def _run(config: RunConfig, tags: tuple[str, ...], progress: bool) -> RunSummary
             except QuantizeError as err:
                 summary.failures.append(str(err))
                 summary.sensitivity = getattr(err, "sensitivity", None) or summary.sensitivity
+            # Every later export and parity check reads the student: one that changed it (as
+            # the LiteRT bias correction once did, through tensors torch.export shares) is a bug.
+            if _fingerprint(student.model) != weights:
+                raise QuantizeError(f"internal error: the {fmt.name} {tag} export changed the "
+                                    "student's weights; later exports would be wrong. Please report it")
     ctx.cleanup()
     _write_summary(config, summary)
     if summary.failures:
         raise _combined(summary)
     return summary
+
+
+def _fingerprint(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _combined(summary: RunSummary) -> QuantizeError:

@@ -355,3 +355,20 @@ def test_interleaved_latency_switches_models_in_blocks(monkeypatch):
     # Rounds a|b, b|a, a|b of 2 settling + 10 (last: 5) timed calls; turns that meet merge.
     turns = [(p, len(list(g))) for p, g in itertools.groupby(calls)]
     assert turns == [("a", 12), ("b", 24), ("a", 19), ("b", 7)]
+
+
+def test_an_export_that_changes_the_student_stops_the_run(checkpoint, tmp_path, monkeypatch):
+    """Every export and parity check after one that changed the student's weights would be
+    wrong (the LiteRT bias correction once did, through tensors torch.export shares)."""
+    import quantize.pipeline as pipeline
+    from quantize.errors import QuantizeError
+
+    def mutating_export(ctx, fmt, tag):
+        with torch.no_grad():
+            next(ctx.student.model.parameters()).add_(1e-3)
+        raise QuantizeError("this export failed")
+
+    monkeypatch.setattr(pipeline, "run_export", mutating_export)
+    config = pipeline.RunConfig(checkpoint, "onnx", None, tmp_path, CalibrationConfig(size=64))
+    with pytest.raises(QuantizeError, match="onnx fp32 export changed the student's weights"):
+        pipeline.export_models(config, progress=False)
