@@ -126,7 +126,8 @@ def _gate(ctx: ExportContext, path: Path, card: ModelCard) -> ParityResult:
         report_path.write_text(report)
         keep = ",".join(r.layer for r in rows[:3])
         other = ("train QAT longer (--steps) or with more faces (--calib)" if ".int8-qat." in path.name
-                 else "use --method qat")
+                 else "rerun with --auto-float (it tries more float layers until one passes), or "
+                      "use --method qat")
         message += (f" Fix: keep the most sensitive layers in float (--keep-float {keep}), or {other}. "
                     f"Per-layer sensitivity report: {report_path}")
     else:

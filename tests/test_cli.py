@@ -149,3 +149,21 @@ def test_import_noise_hidden_unless_verbose(caplog, verbose):
     assert "a real torchao warning" in messages
     assert any(m.startswith("Failed to load") for m in messages) == verbose
     configure(None, False)  # leave the filters as the CLI sets them
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_converter_chatter_hidden_unless_verbose(verbose):
+    """Third-party INFO (onnxscript passes, litert-torch's JAX lowering notes on the root
+    logger) is hidden, their warnings and the kit's INFO are not; --verbose enables all."""
+    from cli.common import configure
+
+    configure(None, verbose)
+    try:
+        assert logging.getLogger("quantize.exporter").isEnabledFor(logging.INFO)
+        assert logging.getLogger("onnxscript.rewriter").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("onnxscript.rewriter").isEnabledFor(logging.INFO) == verbose
+        assert logging.getLogger().isEnabledFor(logging.INFO) == verbose
+        assert logging.getLogger("edge.access").isEnabledFor(logging.DEBUG) == verbose
+    finally:
+        configure(None, False)
+

@@ -238,6 +238,29 @@ def test_cli_quantize_fails_on_the_int8_gate_with_a_report(checkpoint, tmp_path,
     assert (tmp_path / "summary.json").is_file()
 
 
+def test_cli_export_log_is_the_kits_not_the_converters(checkpoint, tmp_path):
+    """A real process exporting TFLite: the kit's lines, none of litert-torch's progress tree,
+    JAX lowering notes, absl C++ INFO or torch.export deprecations."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("LITERT_TORCH_SHOW_PROGRESS", "TF_CPP_MIN_LOG_LEVEL"):
+        env.pop(key, None)
+    proc = subprocess.run([sys.executable, "main.py", "export", "--checkpoint", str(checkpoint),
+                           "--formats", "tflite", "--calib", "16", "--out", str(tmp_path)],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-2000:]
+    assert "INFO quantize.exporter: tflite fp32:" in log
+    for chatter in ("[START]", "Use JAX lowering", "flatbuffer_export", "absl::InitializeLog",
+                    "LeafSpec", "Failed to load", "libtpu"):
+        assert chatter not in log, f"{chatter!r} in the export log:\n{log[-2000:]}"
+
+
 def test_latency_study_takes_trained_checkpoints_and_reports_their_cosine(checkpoint, calibration):
     from quantize.latency import _student, render
 
