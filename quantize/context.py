@@ -32,7 +32,7 @@ class ExportContext:
         qat_model: the converted PT2E QAT model (``quantize.qat.run_qat``), for ``export_qat``.
         gates: parity gate per precision (``quantize.parity.GATES``; tests of tiny students,
             which cannot reach the INT8 gate, pass looser ones explicitly).
-        route_notes: per format name, how this run's INT8 export departed from the format's
+        route_notes: per (format name, tag), how this run's export departed from the format's
             usual route (written by the exporter, appended to the card's provenance).
     """
 
@@ -42,7 +42,7 @@ class ExportContext:
     keep_float: tuple[str, ...] = ()
     qat_model: torch.nn.Module | None = None
     gates: dict[str, ParityGate] = field(default_factory=lambda: dict(GATES))
-    route_notes: dict[str, str] = field(default_factory=dict)
+    route_notes: dict[tuple[str, str], str] = field(default_factory=dict)
     _onnx: dict[str, Path] = field(default_factory=dict)
     _sensitivity: list | None = None
 

@@ -75,8 +75,8 @@ def run_export(ctx: ExportContext, fmt: Format, tag: str, thresholds: bool = Tru
     seconds = time.perf_counter() - start
     route = {"fp32": "FP32", "int8-ptq": f"PTQ, {fmt.int8_route}",
              "int8-qat": f"QAT (torchao PT2E, XNNPACK quantizer, 7-bit weights), {fmt.qat_route}"}[tag]
-    if tag == "int8-ptq" and fmt.name in ctx.route_notes:
-        route += f", {ctx.route_notes[fmt.name]}"
+    if (fmt.name, tag) in ctx.route_notes:
+        route += f", {ctx.route_notes[fmt.name, tag]}"
     card = build_card(ctx, fmt, tag, path, seconds, route)
     card.save(card_path(path))
     parity = _gate(ctx, path, card)

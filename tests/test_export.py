@@ -138,7 +138,7 @@ def test_wrong_card_fails_the_gate(onnx_fp32, ctx, change):
 def _sibling(ctx, onnx_fp32, folder, **kwargs) -> ExportContext:
     """A context in another folder that reuses the FP32 ONNX already exported."""
     other = ExportContext(ctx.student, ctx.calibration, folder, **{"gates": ctx.gates, **kwargs})
-    other.remember_onnx("fp32", onnx_fp32.path)
+    other.remember_onnx("fp32", ctx.fp32_onnx())
     return other
 
 

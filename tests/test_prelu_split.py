@@ -71,7 +71,7 @@ def _int8(ctx, folder, keep_float=()):
     from quantize.formats import FORMATS
 
     other = ExportContext(ctx.student, ctx.calibration, folder, keep_float=keep_float, gates=ctx.gates)
-    other.remember_onnx("fp32", ctx.artifact(FORMATS["onnx"], "fp32"))
+    other.remember_onnx("fp32", ctx.fp32_onnx())
     return run_export(other, FORMATS["onnx"], "int8-ptq", thresholds=False)
 
 
@@ -88,11 +88,9 @@ def _float_conv_weights(path) -> set[str]:
 def test_onnx_int8_of_a_prelu_student_goes_through_the_split(split_ctx, tmp_path, few_bias_faces):
     import onnx
 
-    from quantize.formats import FORMATS
-
     result = _int8(split_ctx, tmp_path)
     ops = [n.op_type for n in onnx.load(str(result.path)).graph.node]
-    fp32_ops = [n.op_type for n in onnx.load(str(split_ctx.artifact(FORMATS["onnx"], "fp32"))).graph.node]
+    fp32_ops = [n.op_type for n in onnx.load(str(split_ctx.fp32_onnx())).graph.node]  # the plain graph
     assert "PRelu" in fp32_ops and "PRelu" not in ops  # QDQ absorbs the twin's ReLUs
     assert ops.count("Conv") > 2 * fp32_ops.count("Conv")
     assert _float_conv_weights(result.path) == set()  # every convolution quantized

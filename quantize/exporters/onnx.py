@@ -59,9 +59,17 @@ def torch_to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> 
 
 
 def export_fp32(ctx: ExportContext) -> Path:
-    """The FP32 ONNX model (dynamic batch)."""
-    path = torch_to_onnx(ctx.student.model, ctx.example_input(2), ctx.artifact(FORMAT, "fp32"))
-    ctx.remember_onnx("fp32", path)
+    """The FP32 ONNX model (dynamic batch), its PReLUs written branch-free for onnxruntime
+    (``quantize.ort_prelu``); the plain graph stays the intermediate other exports read."""
+    import onnx
+
+    from quantize.ort_prelu import ROUTE_NOTE, branch_free_prelu
+
+    model = onnx.load(str(ctx.fp32_onnx()))
+    if branch_free_prelu(model):
+        ctx.route_notes[(FORMAT.name, "fp32")] = ROUTE_NOTE
+    path = ctx.artifact(FORMAT, "fp32")
+    onnx.save(model, str(path))
     return path
 
 
@@ -83,7 +91,7 @@ def int8_source(ctx: ExportContext) -> tuple[Path, list[str]]:
         return fp32, excluded
     twin = PReLUSplitTwin(ctx.student.model).eval()
     src = torch_to_onnx(twin, ctx.example_input(2), ctx.work_dir / "prelu-split.fp32.onnx")
-    ctx.route_notes[FORMAT.name] = ROUTE_NOTE
+    ctx.route_notes[(FORMAT.name, "int8-ptq")] = ROUTE_NOTE
     return src, nodes_under(src, tuple(twin_prefix(layer) for layer in ctx.keep_float))
 
 
