@@ -97,6 +97,15 @@ class TestOnnx(ExportTemplate):
         types = {t.data_type for t in onnx.load(str(int8.path)).graph.initializer}
         assert onnx.TensorProto.INT8 in types
 
+    def test_prelu_left_float_in_int8_is_branch_free(self, int8):
+        """The tiny student has PReLU and no split route: its PReLUs stay float between
+        Q/DQ, and ship as Min/Mul/Add (``quantize.ort_prelu``)."""
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(int8.path)).graph.node}
+        assert "PRelu" not in ops and {"Min", "QuantizeLinear"} <= ops
+        assert "quantize.ort_prelu" in int8.card.provenance["export"]
+
     def test_batch_is_dynamic(self, fp32, ctx):
         assert ModelCard.load(card_path(fp32.path)).input.batch is None
         assert load_model(fp32.path).embed(ctx.calibration.check_faces()[:5]).shape[0] == 5

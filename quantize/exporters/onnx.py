@@ -61,24 +61,35 @@ def torch_to_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> 
 def export_fp32(ctx: ExportContext) -> Path:
     """The FP32 ONNX model (dynamic batch), its PReLUs written branch-free for onnxruntime
     (``quantize.ort_prelu``); the plain graph stays the intermediate other exports read."""
-    import onnx
-
-    from quantize.ort_prelu import ROUTE_NOTE, branch_free_prelu
-
-    model = onnx.load(str(ctx.fp32_onnx()))
-    if branch_free_prelu(model):
-        ctx.route_notes[(FORMAT.name, "fp32")] = ROUTE_NOTE
     path = ctx.artifact(FORMAT, "fp32")
-    onnx.save(model, str(path))
+    _write_branch_free(ctx, ctx.fp32_onnx(), path, "fp32")
     return path
 
 
 def export_int8(ctx: ExportContext) -> Path:
     """onnxruntime static QDQ INT8 (u8 activations, 7-bit per-channel weights); a PReLU
-    student is quantized through its PReLU split."""
+    student is quantized through its PReLU split. PReLUs left in float (students the split
+    does not cover) are written branch-free, as in the FP32 file."""
     src, exclude = int8_source(ctx)
-    return quantize_onnx(src, ctx.artifact(FORMAT, "int8-ptq"), ctx.calibration_tensor(),
+    path = quantize_onnx(src, ctx.artifact(FORMAT, "int8-ptq"), ctx.calibration_tensor(),
                          exclude=exclude)
+    _write_branch_free(ctx, path, path, "int8-ptq")
+    return path
+
+
+def _write_branch_free(ctx: ExportContext, src: Path, dst: Path, tag: str) -> None:
+    """``src`` saved as ``dst`` with its PReLUs rewritten; the card's route says so."""
+    import onnx
+
+    from quantize.ort_prelu import ROUTE_NOTE, branch_free_prelu
+
+    model = onnx.load(str(src))
+    if branch_free_prelu(model):
+        note = ctx.route_notes.get((FORMAT.name, tag))
+        ctx.route_notes[(FORMAT.name, tag)] = f"{note}, {ROUTE_NOTE}" if note else ROUTE_NOTE
+        onnx.save(model, str(dst))
+    elif src != dst:
+        shutil.copyfile(src, dst)
 
 
 def int8_source(ctx: ExportContext) -> tuple[Path, list[str]]:
