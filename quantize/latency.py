@@ -43,7 +43,8 @@ def measure_interleaved(paths: list[Path], threads: int, runs: int = 100, warmup
 
     ``face``: one real aligned face (HxWx3 uint8). Not a constant image: onnxruntime ran the
     student's FP32 graph 1.6x faster on a uniform grey face than on a real one (9.3 against
-    14.5 ms, 1 thread; INT8 13.1 on both), which flattered FP32.
+    14.5 ms, 1 thread; INT8 13.1 on both), which flattered FP32: its PRelu kernel branches on
+    each element's sign, which a constant face makes predictable (``quantize.ort_prelu``).
 
     Returns:
         ``{str(path): {"median_ms", "p90_ms", "runs", "threads", "runtime"}}``.

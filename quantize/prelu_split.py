@@ -15,7 +15,9 @@ unfused, slower than FP32. The twin moves every slope into weights instead, usin
 Every quantized tensor is then a ReLU output or a sum of convolutions, every activation fuses
 into ``QLinearConv``, and the FP32 function is unchanged (max abs difference 3e-5 on
 embeddings of size ~40). The price is MACs: the convolutions around each PReLU run twice
-(depthwise ones four times), still faster in INT8 than the PReLU graph in FP32.
+(depthwise ones four times). In INT8 that beats onnxruntime's FP32 PReLU graph run by its
+branching PRelu kernel, but not the branch-free FP32 file the kit ships (``quantize.ort_prelu``):
+on an AVX2 CPU without VNNI, u8s8 convolutions gain too little per multiply-add to pay for two.
 
 ``quantize.exporters.onnx`` uses the twin for the INT8 export of every PReLU
 ``mobilefacenet_tf`` student; ``--keep-float`` names of the original model (``dw.0``) select

@@ -21,8 +21,10 @@ calibration split's activations. Measured choices (``quantize/reports/int8_laten
 - Bias correction after calibration (``quantize.bias_correction``): each convolution's mean
   output is put back where the FP32 graph has it, level by level, as NNCF does for OpenVINO.
 - PReLU students are quantized through their PReLU split (``quantize.prelu_split``): an exact
-  ReLU-only twin whose INT8 passes where the PReLU graph's cannot (cosine 0.951 to FP32) and
-  runs faster than the PReLU FP32 model. The card's provenance says so.
+  ReLU-only twin whose INT8 passes where the PReLU graph's cannot (cosine 0.951 to FP32). The
+  twin has twice the multiply-adds, and onnxruntime's u8s8 convolutions are only ~1.4x faster
+  per multiply-add than FP32 ones on an AVX2 CPU without VNNI, so this INT8 is slower than the
+  branch-free FP32 file (``quantize.ort_prelu``; retention report). The card names the route.
 """
 
 from __future__ import annotations
