@@ -147,6 +147,43 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(setup, cache, mon
         main(_config(setup, "split", epochs=2, batch_size=4), resume=str(last), progress=False)
 
 
+FORK_AFTER_OPENCV = """
+import sys
+import cv2
+import numpy as np
+cv2.setNumThreads(2)  # as face alignment does on a first run: OpenCV's thread pool is running
+for _ in range(3):
+    cv2.GaussianBlur(np.random.rand(1500, 1500).astype(np.float32), (31, 31), 0)
+from distill.train.config import load_config
+from distill.train.main import main
+root = sys.argv[1]
+overrides = {"data.train": root + "/faces", "data.val_fraction": 0.17, "teacher.name": "iresnet_tiny",
+             "teacher.path": root + "/teacher.pt", "out": root + "/workers", "workers": 1, "epochs": 1}
+main(load_config(sys.argv[2], overrides), progress=False)
+print("trained")
+"""
+
+
+def test_dataloader_workers_start_after_opencv_used_threads(setup, cache):
+    """A first run aligns its faces with OpenCV's thread pool running, then forks DataLoader
+    workers. Each worker used to stop the pool it inherited, and waited forever on locks of
+    threads that do not exist in a child: the run hung at epoch 0."""
+    import signal
+    import subprocess
+    import sys
+
+    run = subprocess.Popen([sys.executable, "-c", FORK_AFTER_OPENCV, str(setup), str(TINY)],
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
+    try:
+        out, err = run.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)  # the hung worker too
+        pytest.fail("training with a DataLoader worker hung after OpenCV had run threads")
+    assert run.returncode == 0 and "trained" in out, err[-2000:]
+    assert load_checkpoint(setup / "workers" / "last.pt")["epoch"] == 0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -122,10 +122,18 @@ def build_criterion(cfg: TrainConfig, embedding_size: int, num_classes: int) -> 
                        embedding_size, num_classes)
 
 
-def _worker_init(_: int) -> None:
+def _single_threaded_opencv() -> None:
+    """Stop OpenCV's thread pool in this process before DataLoader workers are forked.
+
+    The workers' mask warps are tiny, and threads there would only fight the training step.
+    It must happen here, in the parent: a forked child inherits the pool's locks and condition
+    variables but none of its threads, and stopping the pool in the child waits forever on
+    them. That hung every first run on a fresh machine (face alignment had started the pool)
+    at epoch 0; runs on cached faces never started it, and passed.
+    """
     import cv2
 
-    cv2.setNumThreads(1)  # mask warps are tiny; threads would only fight the training step
+    cv2.setNumThreads(1)
 
 
 def build_loaders(cfg: TrainConfig, data: RunData, info: DistInfo):
@@ -147,7 +155,9 @@ def build_loaders(cfg: TrainConfig, data: RunData, info: DistInfo):
     else:
         sampler = EpochSampler(len(train_set), cfg.data.samples_per_epoch, cfg.seed, info.rank,
                                info.world_size)
-    common = {"num_workers": cfg.workers, "worker_init_fn": _worker_init,
+    if cfg.workers:
+        _single_threaded_opencv()
+    common = {"num_workers": cfg.workers,
               "pin_memory": info.device.type == "cuda", "persistent_workers": False}
     train = DataLoader(train_set, per_rank, sampler=sampler, drop_last=True,
                        generator=torch.Generator().manual_seed(cfg.seed), **common)
