@@ -4,8 +4,8 @@ onnxruntime's CPU ``PRelu`` kernel branches on the sign of every element. On rea
 signs are unpredictable, and it took 7.7 of the student's 15.6 ms at one thread, more than
 its 52 convolutions (6.4 ms). On a constant grey face it took 2.5 ms. The same function as
 ``Min``, ``Mul`` and ``Add``, which onnxruntime runs as vectorised element-wise kernels, brought
-the FP32 student from 14.6 to 8.6 ms at 1 thread and from 9.8 to 5.3 ms at 2 (median of
-interleaved runs, 2 cores; ``quantize/reports/maskinv_mobilefacenet_tflite``).
+the FP32 student from 16.4 to 9.7 ms at 1 thread and from 10.4 to 6.7 ms at 2 (the kit's
+interleaved loop, 2 cores; ``quantize/reports/maskinv_mobilefacenet_tflite``).
 
 It computes the same function, up to the rounding of ``x + (a - 1) x`` against ``a x``: the
 embedding moves by at most 2e-5. Only the onnxruntime file is rewritten. OpenVINO fuses
