@@ -104,7 +104,7 @@ class TestOnnx(ExportTemplate):
 
         ops = {n.op_type for n in onnx.load(str(int8.path)).graph.node}
         assert "PRelu" not in ops and {"Min", "QuantizeLinear"} <= ops
-        assert "quantize.ort_prelu" in int8.card.provenance["export"]
+        assert int8.card.provenance["export"].count("quantize.ort_prelu") == 1
 
     def test_batch_is_dynamic(self, fp32, ctx):
         assert ModelCard.load(card_path(fp32.path)).input.batch is None

@@ -87,8 +87,9 @@ def _write_branch_free(ctx: ExportContext, src: Path, dst: Path, tag: str) -> No
 
     model = onnx.load(str(src))
     if branch_free_prelu(model):
-        note = ctx.route_notes.get((FORMAT.name, tag))
-        ctx.route_notes[(FORMAT.name, tag)] = f"{note}, {ROUTE_NOTE}" if note else ROUTE_NOTE
+        note = ctx.route_notes.get((FORMAT.name, tag), "")  # an --auto-float rung may repeat
+        if ROUTE_NOTE not in note:
+            ctx.route_notes[(FORMAT.name, tag)] = f"{note}, {ROUTE_NOTE}" if note else ROUTE_NOTE
         onnx.save(model, str(dst))
     elif src != dst:
         shutil.copyfile(src, dst)
