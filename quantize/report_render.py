@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.retention import RETENTION_GATE, SETS, fp32_row
+from quantize.retention import RETENTION_GATE, SETS, fastest_kept, fp32_row
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def render(rows: list[dict], pack_name: str, quick: bool, plot: str | None) -> s
         lines.append(f"| {r['runtime']} | {r['tag']} | {accs} | {_pct(r.get('U-M_tar'))} | "
                      f"{_pct(r.get('U-M_retention'))} | {_num(r['cosine'], 5)} | {_num(r['mb'], 2)} | "
                      f"{_num(r.get('latency_1t_ms'), 2)} | {_num(r.get('latency_2t_ms'), 2)} |")
-    lines += _paired_table(rows) + _noise_table(rows) + _verdict_lines(rows)
+    lines += _paired_table(rows) + _noise_table(rows) + _verdict_lines(rows) + _ship_lines(rows)
     if plot:
         lines += ["", f"![retention]({plot})"]
     return "\n".join(lines) + "\n"
@@ -103,6 +103,38 @@ def _verdict_lines(rows: list[dict]) -> list[str]:
         lines.append(f"- {r['runtime']} {r['tag']}: accuracy {kept}{_noise_note(r)}; "
                      f"{_speed_note(r, rows)}{_beyond_note(r)}")
     return lines
+
+
+def _ship_lines(rows: list[dict]) -> list[str]:
+    """Per runtime, the file to put on a device like the one that timed them: the fastest that
+    keeps accuracy, which is the FP32 file where INT8 is slower here or lost accuracy."""
+    runtimes = list(dict.fromkeys(r["runtime"] for r in rows if r["runtime"] != "pytorch"))
+    picks = {rt: {t: fastest_kept(rows, t, rt) for t in (1, 2)} for rt in runtimes}
+    if not any(p for pick in picks.values() for p in pick.values()):
+        return []
+    lines = ["", "What to ship on a device like this one (per runtime, the fastest file that keeps "
+                 "accuracy: FP32, or an INT8 that kept it within the gate):", ""]
+    for rt, pick in picks.items():
+        lines.append(f"- {rt}: {_pick_text(pick)}")
+    overall = {t: fastest_kept(rows, t) for t in (1, 2)}
+    if any(overall.values()):
+        lines.append(f"- fastest of all: {_pick_text(overall, with_runtime=True)}")
+    return lines
+
+
+def _pick_text(pick: dict, with_runtime: bool = False) -> str:
+    def name(row: dict) -> str:
+        return f"{row['runtime']} {row['tag']}" if with_runtime else row["tag"]
+
+    timed = {t: r for t, r in pick.items() if r is not None}
+    if not timed:
+        return "not timed"
+    if len({name(r) for r in timed.values()}) == 1:
+        row = next(iter(timed.values()))
+        times = " / ".join(f"{row[f'latency_{t}t_ms']:.2f}" for t in timed)
+        return f"{name(row)} ({times} ms at {' / '.join(map(str, timed))} thread{'s' * (len(timed) > 1)})"
+    return "; ".join(f"{name(r)} at {t} thread{'s' * (t > 1)} ({r[f'latency_{t}t_ms']:.2f} ms)"
+                     for t, r in timed.items())
 
 
 def _speed_note(row: dict, rows: list[dict]) -> str:

@@ -73,3 +73,14 @@ def retention_failures(rows: list[dict]) -> list[str]:
     return [f"{r['name']} ({r['path']}) loses {100 * -r['verdict']['worst_diff']:.2f} point on "
             f"{r['verdict']['worst_set']} against {r['runtime']} FP32 (gate {100 * RETENTION_GATE:.1f})"
             for r in rows if "verdict" in r and not r["verdict"]["accuracy_kept"]]
+
+
+def fastest_kept(rows: list[dict], threads: int, runtime: str | None = None) -> dict | None:
+    """The fastest model file at ``threads`` (of ``runtime``, or of any) among those that keep
+    accuracy: an FP32 file, or an INT8 one whose verdict kept it within the gate. None when
+    nothing was timed there. A file that loses accuracy is never the one to ship, however fast."""
+    key = f"latency_{threads}t_ms"
+    kept = [r for r in rows if r["runtime"] != "pytorch" and r.get(key) is not None
+            and (runtime is None or r["runtime"] == runtime)
+            and (r["tag"] == "fp32" or r.get("verdict", {}).get("accuracy_kept"))]
+    return min(kept, key=lambda r: r[key], default=None)

@@ -262,6 +262,31 @@ def test_retention_gate_verdicts(int8_acc, int8_ms, kept, faster):
         assert "U-M" in failures[0] and "0.65 point" in failures[0]
 
 
+@pytest.mark.parametrize("int8_acc, int8_ms, ship, best_1t", [
+    ((0.9870, 0.9610, 0.9620), (5.0, 3.0), "- onnx: int8-ptq (5.00 / 3.00 ms at 1 / 2 threads)",
+     ("onnx", "int8-ptq")),
+    ((0.9880, 0.9550, 0.9630), (5.0, 3.0), "- onnx: fp32 (7.00 / 4.00 ms at 1 / 2 threads)",  # lost
+     ("openvino", "fp32")),
+    ((0.9880, 0.9620, 0.9630), (5.0, 4.5),
+     "- onnx: int8-ptq at 1 thread (5.00 ms); fp32 at 2 threads (4.00 ms)", ("onnx", "int8-ptq")),
+])
+def test_what_to_ship_is_the_fastest_file_that_keeps_accuracy(int8_acc, int8_ms, ship, best_1t):
+    """An INT8 that lost accuracy is never recommended, however fast; the pick is per thread count."""
+    from quantize.report_render import render
+    from quantize.retention import add_verdicts, fastest_kept
+
+    rows = [_row("fp32", (0.9875, 0.9615, 0.9625), (7.0, 4.0)), _row("int8-ptq", int8_acc, int8_ms)]
+    vino = _row("fp32", (0.9875, 0.9615, 0.9625), (6.0, 3.5)) | {"runtime": "openvino"}
+    for row in (*rows, vino):
+        row.update(cosine=1.0, mb=1.0)
+    add_verdicts(rows)
+    text = render([*rows, vino], "test-pack", False, None)
+    assert ship in text
+    assert fastest_kept([*rows, vino], 2, "openvino") is vino
+    best = fastest_kept([*rows, vino], 1)
+    assert (best["runtime"], best["tag"]) == best_1t
+
+
 def _paired(diff):
     return {"difference": diff, "ci95": [diff - 0.002, diff + 0.002], "reference_only": 9,
             "candidate_only": 3, "p_value": 0.15}
