@@ -141,15 +141,16 @@ def _student(arch: str, calib):
 
 def _s8s8_variant(ctx, card, quantize_onnx) -> Path:
     """The same ONNX INT8 export with s8 activations (same source graph: a PReLU student's
-    split), carded like the u8 one."""
+    split; PReLUs left float written branch-free, as in the u8 file), carded like the u8 one."""
     import dataclasses
 
     from edge.card import card_path, sha256_file
-    from quantize.exporters.onnx import int8_source
+    from quantize.exporters.onnx import int8_source, write_branch_free
 
     source, exclude = int8_source(ctx)
     path = quantize_onnx(source, ctx.out_dir / f"{ctx.student.name}.int8-s8s8.onnx",
                          ctx.calibration_tensor(), activation="s8", exclude=exclude)
+    write_branch_free(ctx, path, path, "int8-s8s8")
     dataclasses.replace(card, name=card.name + "-s8s8", file=path.name,
                         sha256=sha256_file(path)).save(card_path(path))
     return path

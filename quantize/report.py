@@ -4,7 +4,8 @@ For every carded model file in an export folder: masked-LFW accuracy (U-U, U-M, 
 and TAR at FAR 1e-3 through ``benchmarks.evaluate``, the cosine to the PyTorch FP32 model
 (from the card's parity block), file size, and batch-1 latency at 1 and 2 threads (each
 runtime's FP32 and INT8 files timed interleaved, ``quantize.latency``). FP32 and INT8 sit side by
-side per runtime, with retention = INT8 accuracy / FP32 accuracy of the same runtime. Writes
+side per runtime, with retention = INT8 accuracy / FP32 accuracy of the same runtime, and
+per runtime the file to ship: the fastest that keeps accuracy on this machine. Writes
 ``retention.md``, ``retention.png`` and ``retention.json`` into the folder.
 
 The retention gate (``quantize.retention``): the kit's promise is INT8 losing at most 0.1 point of

@@ -64,7 +64,7 @@ def export_fp32(ctx: ExportContext) -> Path:
     """The FP32 ONNX model (dynamic batch), its PReLUs written branch-free for onnxruntime
     (``quantize.ort_prelu``); the plain graph stays the intermediate other exports read."""
     path = ctx.artifact(FORMAT, "fp32")
-    _write_branch_free(ctx, ctx.fp32_onnx(), path, "fp32")
+    write_branch_free(ctx, ctx.fp32_onnx(), path, "fp32")
     return path
 
 
@@ -75,11 +75,11 @@ def export_int8(ctx: ExportContext) -> Path:
     src, exclude = int8_source(ctx)
     path = quantize_onnx(src, ctx.artifact(FORMAT, "int8-ptq"), ctx.calibration_tensor(),
                          exclude=exclude)
-    _write_branch_free(ctx, path, path, "int8-ptq")
+    write_branch_free(ctx, path, path, "int8-ptq")
     return path
 
 
-def _write_branch_free(ctx: ExportContext, src: Path, dst: Path, tag: str) -> None:
+def write_branch_free(ctx: ExportContext, src: Path, dst: Path, tag: str) -> None:
     """``src`` saved as ``dst`` with its PReLUs rewritten; the card's route says so."""
     import onnx
 
