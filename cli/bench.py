@@ -70,6 +70,9 @@ def bench(
     report_only: bool = typer.Option(False, "--report-only", help="Measure nothing; report the --merge files."),
     isolate: bool = typer.Option(True, "--isolate/--no-isolate",
                                  help="One fresh process per measurement (clean RSS and load time)."),
+    rounds: int = typer.Option(1, "--rounds", min=1,
+                               help="Measure every model this many times, in alternating order, and "
+                                    "report the median round (3 on a shared machine whose load drifts)."),
 ) -> None:
     """Measure latency and write results.json, latency.md and latency.png to the run folder."""
     from tqdm import tqdm
@@ -86,7 +89,7 @@ def bench(
     if not report_only:
         options = {"models": _split(models, "--models"), "runtimes": runtimes and _split(runtimes, "--runtimes"),
                    "threads": _ints(threads, "--threads"), "batch": _ints(batch, "--batch"),
-                   "warmup": warmup, "iters": iters, "min_seconds": min_seconds}
+                   "warmup": warmup, "iters": iters, "min_seconds": min_seconds, "rounds": rounds}
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({**options, "pipeline": pipeline, "door": door,
                                                      "isolate": isolate}, indent=1))
@@ -129,10 +132,8 @@ def _plan(options: dict, failures: list[str]) -> list:
 
 def _measure(options: dict, device: str | None, isolate: bool, failures: list[str], tqdm):
     from benchmarks.latency.floor import attach_floor, calibrate, model_macs
-    from benchmarks.latency.harness import bench_model, run_isolated
-    from benchmarks.latency.results import RunResults
+    from benchmarks.latency.results import RunResults, combine_rounds
     from benchmarks.latency.system import device_label, system_info
-    from edge.errors import MaskEdgeError
     from edge.zoo import resolve_model
 
     system = system_info()
@@ -141,19 +142,38 @@ def _measure(options: dict, device: str | None, isolate: bool, failures: list[st
     run = RunResults(device=device or device_label(system), system=system,
                      calibration=calibrate(options["threads"]))
     macs = {}
-    for config in tqdm(configs, desc="models", unit="bench"):
-        try:
-            record = run_isolated(config) if isolate else bench_model(config)
-        except MaskEdgeError as err:
-            log.error("%s", err)
-            failures.append(f"{config.model} / {config.runtime}: {err}")
-            continue
+    for config, records in _rounds(configs, options["rounds"], isolate, failures, tqdm):
+        record = combine_rounds(records)
         if config.model not in macs:
             macs[config.model] = model_macs(resolve_model(config.model))
         record["model"]["macs"], record["model"]["macs_source"] = macs[config.model]
         attach_floor(record, run.calibration)
         run.models.append(record)
     return run
+
+
+def _rounds(configs: list, rounds: int, isolate: bool, failures: list[str], tqdm) -> list[tuple]:
+    """(config, its records) for every config that measured in every round; the order flips
+    each round, so a slow spell lands on different models in different rounds."""
+    from benchmarks.latency.harness import bench_model, run_isolated
+    from edge.errors import MaskEdgeError
+
+    records: dict[int, list[dict]] = {i: [] for i in range(len(configs))}
+    failed: set[int] = set()
+    with tqdm(total=len(configs) * rounds, desc="models", unit="bench") as bar:
+        for r in range(rounds):
+            order = range(len(configs)) if r % 2 == 0 else reversed(range(len(configs)))
+            for i in order:
+                bar.update()
+                if i in failed:
+                    continue
+                try:
+                    records[i].append(run_isolated(configs[i]) if isolate else bench_model(configs[i]))
+                except MaskEdgeError as err:
+                    log.error("%s", err)
+                    failures.append(f"{configs[i].model} / {configs[i].runtime}: {err}")
+                    failed.add(i)
+    return [(configs[i], records[i]) for i in range(len(configs)) if i not in failed]
 
 
 def _measure_pipeline(run, out: Path, models: list[str], threads: list[int], people: int,

@@ -16,7 +16,7 @@ from benchmarks.latency.floor import attach_floor, count_macs
 from benchmarks.latency.harness import RESULT_SCHEMA_VERSION, BenchConfig, bench_model, run_isolated
 from benchmarks.latency.pipeline import bench_gallery, random_gallery, top2
 from benchmarks.latency.report import render_markdown, write_report
-from benchmarks.latency.results import RunResults, merge
+from benchmarks.latency.results import RunResults, combine_rounds, merge
 from benchmarks.latency.stats import percentile, summarize
 from benchmarks.latency.system import cpu_info, model_size_bytes
 from conftest import REPO
@@ -162,6 +162,24 @@ class TestResults:
         assert [r["model"]["name"] for r in merged["x86"].models] == ["sface", "mfn"]
 
 
+class TestRounds:
+    def test_median_round_is_kept_with_every_rounds_median(self):
+        records = [_fake_record("m", median=ms) for ms in (3.0, 9.0, 4.0)]
+        combined = combine_rounds(records)
+        assert combined["stats"]["median_ms"] == 4.0  # a measured round, not an average
+        assert combined["rounds"] == {"count": 3, "median_ms": [3.0, 9.0, 4.0]}
+        assert combine_rounds(records[:2])["stats"]["median_ms"] == 3.0  # even: the lower middle
+        with pytest.raises(ValueError):
+            combine_rounds([])
+
+    def test_report_shows_the_range_only_for_rounds(self):
+        rec = _fake_record("m") | {"rounds": {"count": 3, "median_ms": [2.5, 2.0, 2.25]}}
+        text = render_markdown({"box": RunResults(device="box", models=[rec])})
+        assert "rounds: min-max ms |" in text and "| 3: 2.00-2.50 |" in text
+        assert "rounds: min-max ms |" not in render_markdown({"box": RunResults(device="box",
+                                                                                models=[_fake_record()])})
+
+
 class TestReport:
     def test_markdown_and_png(self, tmp_path):
         run = RunResults(device="box", models=[_fake_record("sface", threads=t) for t in (1, 2)]
@@ -206,10 +224,11 @@ def test_cli_bench_tiny_model(tiny_model, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["bench", "--models", str(tiny_model), "--threads", "1",
                                       "--iters", "3", "--warmup", "1", "--min-seconds", "0",
-                                      "--no-isolate", "--out", str(out)])
+                                      "--no-isolate", "--rounds", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "| tiny | onnx | fp32 | onnxruntime | 1 | 1 |" in result.output
     run = RunResults.load(out / "results.json")
+    assert len(run.models) == 1 and run.models[0]["rounds"]["count"] == 2
     assert run.models[0]["model"]["macs"] == TINY_MACS and run.models[0]["floor"]["x_of_floor"] > 0
     merged = CliRunner().invoke(app, ["bench", "--report-only", "--merge", str(out / "results.json"),
                                       "--out", str(tmp_path / "again")])

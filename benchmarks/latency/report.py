@@ -1,7 +1,8 @@
 """Result files -> one Markdown report with tables and a small PNG, one section per device.
 
 Tables: model latency (model, format, precision, runtime, threads, batch, median, p90, p99,
-throughput, size, load, peak RSS, MACs, x of floor), the door pipeline (frames/s and
+throughput, size, load, peak RSS, MACs, x of floor; with ``--rounds``, the median round and the
+range of the rounds' medians), the door pipeline (frames/s and
 per-stage medians) and gallery search cost. The plot shows median latency per
 model/runtime/precision with one bar per thread count, one panel per device.
 """
@@ -45,8 +46,18 @@ def model_rows(run: RunResults) -> list[list[str]]:
             _fmt(m["size_bytes"] / 2**20, 1), _fmt(rec["load_ms"], 0), _fmt(rec["peak_rss_mb"], 0),
             _fmt(m["macs"] / 1e9 if m.get("macs") else None, 3),
             _fmt(floor["x_of_floor"], 1) if floor else "-", _fmt(rec.get("cpu_per_wall")),
-        ])
+        ] + ([_round_range(rec)] if _has_rounds(run) else []))
     return rows
+
+
+def _has_rounds(run: RunResults) -> bool:
+    """Whether any model was measured in more than one round (``main.py bench --rounds``)."""
+    return any(rec.get("rounds", {}).get("count", 1) > 1 for rec in run.models)
+
+
+def _round_range(rec: dict[str, Any]) -> str:
+    medians = rec.get("rounds", {}).get("median_ms", [])
+    return "-" if len(medians) < 2 else f"{len(medians)}: {min(medians):.2f}-{max(medians):.2f}"
 
 
 def pipeline_rows(run: RunResults) -> list[list[str]]:
@@ -106,13 +117,16 @@ def render_markdown(runs: dict[str, RunResults], plot: str | None = None, title:
            "x of floor = median / (MACs x batch / calibrated GEMM throughput at the same threads; "
            "INT8 models against the INT8 GEMM, weight-only int8bq against FP32). CPU/wall = process CPU "
            "time / wall time of the timed loop: ~1 per busy thread; well below the thread count means "
-           "the threads were not running (other load on the machine).", ""]
+           "the threads were not running (other load on the machine). rounds (``--rounds``): each model "
+           "measured that many times in alternating order; its row is the round with the median "
+           "latency, the last column the range of the rounds' medians.", ""]
     if plot:
         out += [f"![latency]({plot})", ""]
     for device, run in runs.items():
         out += [f"## {device}", "", *system_lines(run), ""]
         if run.models:
-            out += ["### Embedding models", "", *_table(MODEL_COLUMNS, model_rows(run)), ""]
+            columns = MODEL_COLUMNS + (("rounds: min-max ms",) if _has_rounds(run) else ())
+            out += ["### Embedding models", "", *_table(columns, model_rows(run)), ""]
         if run.pipeline:
             header = ("model", "runtime", "threads", "frames/s", *(f"{s} ms" for s in STAGES),
                       "total median ms", "total p90 ms", "top-1 correct")
