@@ -214,10 +214,12 @@ def test_retention_report(ctx, exported, tmp_path):
     pack = Pack("calib-pack", "test", tmp_path, calib.keys, calib.unmasked, calib.masked, pairs[:, 0],
                 pairs[:, 1], np.arange(len(pairs)) < len(same), np.arange(len(pairs)) % 10, calib.ids, {})
     models = [(p, c) for p, c in collect(ctx.out_dir) if c.format == "onnx"]
-    rows = evaluate_all(models, pack, quick=False, runs=3, threads=(1,))
+    rows = evaluate_all(models, pack, quick=False, runs=3, threads=(1,), rounds=3)
     tags = {r["tag"]: r for r in rows}
     assert set(tags) == {"fp32", "int8-ptq"} and tags["fp32"]["U-M_retention"] == 1.0
     assert 0 < tags["int8-ptq"]["U-U_acc"] <= 1 and tags["int8-ptq"]["latency_1t_ms"] > 0
+    rounds = tags["int8-ptq"]["latency_1t_rounds_ms"]  # the reported figure is their median
+    assert len(rounds) == 3 and tags["int8-ptq"]["latency_1t_ms"] == sorted(rounds)[1]
     markdown = render(rows, "calib-pack", False, plot_rows(rows, tmp_path / "r.png").name)
     assert "| onnx | int8-ptq |" in markdown and (tmp_path / "r.png").is_file()
     tables = [block.splitlines() for block in markdown.split("\n\n") if block.startswith("|")]
