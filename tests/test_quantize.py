@@ -149,6 +149,13 @@ def test_qat_exports_to_every_format(qat_ctx, fmt):
     result = run_export(qat_ctx, FORMATS[fmt], "int8-qat", thresholds=False)
     assert "QAT" in ModelCard.load(card_path(result.path)).provenance["export"]
     assert result.parity.mean > SANITY_INT8.mean
+    if fmt == "onnx":  # weights stored as INT8, not quantized on every call
+        import onnx
+
+        graph = onnx.load(str(result.path)).graph
+        constants = {t.name for t in graph.initializer}
+        assert not [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in constants]
+        assert any(t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4 for t in graph.initializer)
 
 
 @pytest.mark.slow

@@ -143,9 +143,17 @@ def quantize_onnx(src: Path, dst: Path, tensor: np.ndarray, activation: str = "u
 
 
 def export_qat(ctx: ExportContext) -> Path:
-    """The converted QAT model as QDQ ONNX (its scales learned in training)."""
+    """The converted QAT model as QDQ ONNX (its scales learned in training), its weights
+    stored as INT8 (``quantize.qdq_fold``; the exporter leaves them float, quantized per call)."""
+    import onnx
+
+    from quantize.qdq_fold import ROUTE_NOTE, fold_weight_quantization
+
     path = ctx.artifact(FORMAT, "int8-qat")
-    shutil.copyfile(ctx.qat_onnx(), path)
+    model = onnx.load(str(ctx.qat_onnx()))
+    if fold_weight_quantization(model):
+        ctx.route_notes[(FORMAT.name, "int8-qat")] = ROUTE_NOTE
+    onnx.save(model, str(path))
     return path
 
 
