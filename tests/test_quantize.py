@@ -156,6 +156,11 @@ def test_qat_exports_to_every_format(qat_ctx, fmt):
         constants = {t.name for t in graph.initializer}
         assert not [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in constants]
         assert any(t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4 for t in graph.initializer)
+        zero_types = {t.name: t.data_type for t in graph.initializer}
+        activation_zeros = {zero_types[n.input[2]] for n in graph.node
+                            if n.op_type == "QuantizeLinear" and n.input[0] not in constants}
+        assert activation_zeros == {onnx.TensorProto.UINT8}  # u8s8: what onnxruntime fuses
+        assert "PRelu" not in {n.op_type for n in graph.node}  # written branch-free
 
 
 @pytest.mark.slow

@@ -143,17 +143,19 @@ def quantize_onnx(src: Path, dst: Path, tensor: np.ndarray, activation: str = "u
 
 
 def export_qat(ctx: ExportContext) -> Path:
-    """The converted QAT model as QDQ ONNX (its scales learned in training), its weights
-    stored as INT8 (``quantize.qdq_fold``; the exporter leaves them float, quantized per call)."""
+    """The converted QAT model as QDQ ONNX (its scales learned in training), rewritten for
+    onnxruntime (``quantize.ort_qdq``): weights stored as INT8, activations u8, so that its
+    convolutions fuse into ``QLinearConv``; PReLUs (float between quantizers) branch-free."""
     import onnx
 
-    from quantize.qdq_fold import ROUTE_NOTE, fold_weight_quantization
+    from quantize.ort_qdq import ROUTE_NOTE, activations_to_u8, fold_weight_quantization
 
     path = ctx.artifact(FORMAT, "int8-qat")
     model = onnx.load(str(ctx.qat_onnx()))
-    if fold_weight_quantization(model):
+    if fold_weight_quantization(model) + activations_to_u8(model):
         ctx.route_notes[(FORMAT.name, "int8-qat")] = ROUTE_NOTE
     onnx.save(model, str(path))
+    write_branch_free(ctx, path, path, "int8-qat")
     return path
 
 

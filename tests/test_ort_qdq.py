@@ -1,4 +1,4 @@
-"""Folding a QDQ graph's weight quantization into INT8 initializers (quantize.qdq_fold): the
+"""Folding a QDQ graph's weight quantization into INT8 initializers (quantize.ort_qdq): the
 same outputs, bit for bit, with no QuantizeLinear/Clip left on the weights."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from quantize.qdq_fold import fold_weight_quantization
+from quantize.ort_qdq import fold_weight_quantization
 
 
 def _qdq_conv_graph() -> onnx.ModelProto:
@@ -63,3 +63,31 @@ def test_nothing_to_fold_leaves_the_graph_alone():
     again = onnx.ModelProto()
     again.CopyFrom(model)
     assert fold_weight_quantization(again) == 0 and again == model
+
+
+def test_activations_move_to_u8_with_the_same_values_and_weights_stay_s8():
+    """input -> Q(s8) -> Clip(s8 bounds) -> DQ: the same dequantized values after the move."""
+    from quantize.ort_qdq import activations_to_u8
+
+    model = _qdq_conv_graph()
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.array(-5, np.int8), "x_zero_neg"),
+                              numpy_helper.from_array(np.array(-100, np.int8), "x_lo"),
+                              numpy_helper.from_array(np.array(90, np.int8), "x_hi")])
+    graph.node.extend([
+        helper.make_node("QuantizeLinear", ["input", "x_scale", "x_zero_neg"], ["a_q"], name="aq"),
+        helper.make_node("Clip", ["a_q", "x_lo", "x_hi"], ["a_c"], name="aclip"),
+        helper.make_node("DequantizeLinear", ["a_c", "x_scale", "x_zero_neg"], ["clipped"], name="adq")])
+    graph.output.append(helper.make_tensor_value_info("clipped", TensorProto.FLOAT, [1, 3, 8, 8]))
+    x = 10 * np.random.default_rng(2).normal(size=(1, 3, 8, 8)).astype(np.float32)  # reaches the bounds
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    before = session.run(["clipped"], {"input": x})[0]
+    assert activations_to_u8(model) == 4  # the two activation pairs; the weight's DQ is not one
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(session.run(["clipped"], {"input": x})[0], before)
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    assert inits[nodes["aq"].input[2]] == 123 and inits[nodes["aq"].input[2]].dtype == np.uint8
+    assert [int(inits[nodes["aclip"].input[k]]) for k in (1, 2)] == [28, 218]
+    assert inits[nodes["wdq"].input[2]].dtype == np.int8  # weights stay s8
