@@ -71,3 +71,12 @@ def calibration(data_root):
     from quantize.calibration import CalibrationConfig, load_calibration
 
     return load_calibration(CalibrationConfig(size=64, check=8), progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny(calibration):
+    """A tiny random MobileFaceNet (PReLU) student, BatchNorm statistics measured on real faces:
+    the quantization and QAT tests' model (one per test module)."""
+    from quantize.student import random_student
+
+    return random_student("mobilefacenet_tiny", calibration.calibration_faces(), name="tiny")

@@ -17,16 +17,10 @@ from quantize.exporter import run_export
 from quantize.formats import FORMATS
 from quantize.parity import GATES, ParityGate
 from quantize.qat import QATConfig, run_qat
-from quantize.student import random_student
 
 SANITY_INT8 = ParityGate(min=0.5, mean=0.85)
 
 pytestmark = [pytest.mark.realdata, pytest.mark.usefixtures("one_torch_thread")]
-
-
-@pytest.fixture(scope="module")
-def tiny(calibration):
-    return random_student("mobilefacenet_tiny", calibration.calibration_faces(), name="tiny")
 
 
 @pytest.fixture(scope="module")

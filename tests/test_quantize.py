@@ -21,14 +21,9 @@ from quantize.cards import calibrate_thresholds
 from quantize.errors import CalibrationError
 from quantize.formats import FORMATS, get_format, parse_formats
 from quantize.sensitivity import layer_sensitivity
-from quantize.student import load_student, random_student, save_student
+from quantize.student import load_student, save_student
 
 pytestmark = [pytest.mark.realdata, pytest.mark.usefixtures("one_torch_thread")]
-
-
-@pytest.fixture(scope="module")
-def tiny(calibration):
-    return random_student("mobilefacenet_tiny", calibration.calibration_faces(), name="tiny")
 
 
 @pytest.fixture(scope="module")
