@@ -143,11 +143,21 @@ def _speed_note(row: dict, rows: list[dict]) -> str:
     if row["verdict"]["faster"] is None:
         return "not timed at both 1 and 2 threads"
     if not slower_at:
-        return "faster than FP32 at 1 and 2 threads"
+        return f"faster than FP32 at 1 and 2 threads{_rounds_note(row, (1, 2))}"
     base = fp32_row(row, rows)
     times = ", ".join(f"{t} thread{'s' * (t > 1)} ({row[f'latency_{t}t_ms']:.2f} vs "
                       f"{base[f'latency_{t}t_ms']:.2f} ms)" for t in slower_at)
-    return f"**not faster** than FP32 at {times}"
+    return f"**not faster** than FP32 at {times}{_rounds_note(row, slower_at)}"
+
+
+def _rounds_note(row: dict, threads) -> str:
+    """The paired per-round figures behind a speed verdict, where there were rounds."""
+    speed = {t: row["verdict"].get("speed", {}).get(str(t)) for t in threads}
+    if not all(v and v["rounds"] > 1 for v in speed.values()):
+        return ""
+    parts = [f"{v['ratio']:.2f} at {t} thread{'s' * (t > 1)}, faster in {v['faster_rounds']} of "
+             f"{v['rounds']} rounds" for t, v in speed.items()]
+    return f" (INT8 / FP32 within a round, median: {'; '.join(parts)})"
 
 
 def _noise_note(row: dict) -> str:

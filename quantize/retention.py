@@ -9,6 +9,8 @@ rows that break the promise.
 
 from __future__ import annotations
 
+import statistics
+
 SETS = ("U-U", "U-M", "M-M")
 RETENTION_GATE = 0.001  # most accuracy (fraction) an INT8 model may lose against its FP32, per set
 
@@ -48,8 +50,9 @@ def add_paired(rows: list[dict], pack) -> None:
 
 def add_verdicts(rows: list[dict]) -> None:
     """Each INT8 row: accuracy within ``RETENTION_GATE`` of FP32 on every set, faster at 1 and
-    2 threads (``slower_at`` names the thread counts where it is not), and the sets whose
-    loss is beyond what noise of its size costs (``beyond_floor``), gate or not."""
+    2 threads (``speed_ratio`` below 1; ``slower_at`` names the thread counts where it is not),
+    and the sets whose loss is beyond what noise of its size costs (``beyond_floor``), gate or
+    not."""
     for row in rows:
         base = fp32_row(row, rows)
         if base is None or row is base:
@@ -59,13 +62,35 @@ def add_verdicts(rows: list[dict]) -> None:
         if not diffs:
             continue
         worst = min(diffs, key=diffs.get)
-        times = {t: (row.get(f"latency_{t}t_ms"), base.get(f"latency_{t}t_ms")) for t in (1, 2)}
-        timed = all(a is not None and b is not None for a, b in times.values())
-        slower_at = [t for t, (a, b) in times.items() if timed and a >= b]
+        speed = {t: speed_ratio(row, base, t) for t in (1, 2)}
+        timed = all(v is not None for v in speed.values())
+        slower_at = [t for t, v in speed.items() if timed and v["ratio"] >= 1]
         beyond = [s for s, f in (row.get("noise_floor") or {}).items() if f.get("beyond")]
         row["verdict"] = {"accuracy_kept": diffs[worst] >= -RETENTION_GATE - 1e-9, "worst_set": worst,
                           "worst_diff": round(diffs[worst], 5), "faster": not slower_at if timed else None,
-                          "slower_at": slower_at, "beyond_floor": beyond}
+                          "slower_at": slower_at, "beyond_floor": beyond,
+                          "speed": {str(t): v for t, v in speed.items() if v is not None}}
+
+
+def speed_ratio(row: dict, base: dict, threads: int) -> dict | None:
+    """INT8 / FP32 latency at ``threads`` (below 1: INT8 faster), None if either is untimed.
+
+    Where both files were timed in the same rounds (``quantize.report`` times a runtime's files
+    interleaved, round after round), the ratio is the median of the per-round ratios: within
+    a round both files met the same background load, so a busy round moves both and cancels
+    out, where two medians taken over all rounds need not. ``faster_rounds`` counts the rounds
+    INT8 won. Otherwise the ratio of the two latencies.
+    """
+    key = f"latency_{threads}t"
+    if row.get(f"{key}_ms") is None or base.get(f"{key}_ms") is None:
+        return None
+    mine, theirs = row.get(f"{key}_rounds_ms") or [], base.get(f"{key}_rounds_ms") or []
+    if len(mine) > 1 and len(mine) == len(theirs):
+        ratios = [a / b for a, b in zip(mine, theirs)]
+        return {"ratio": round(statistics.median(ratios), 4), "rounds": len(ratios),
+                "faster_rounds": sum(r < 1 for r in ratios)}
+    return {"ratio": round(row[f"{key}_ms"] / base[f"{key}_ms"], 4), "rounds": 1,
+            "faster_rounds": int(row[f"{key}_ms"] < base[f"{key}_ms"])}
 
 
 def retention_failures(rows: list[dict]) -> list[str]:

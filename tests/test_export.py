@@ -264,6 +264,30 @@ def test_retention_gate_verdicts(int8_acc, int8_ms, kept, faster):
         assert "U-M" in failures[0] and "0.65 point" in failures[0]
 
 
+def test_speed_verdict_pairs_the_rounds():
+    """Timed in rounds, INT8 and FP32 are compared round by round (both met the same load in a
+    round): here INT8's quick round fell on FP32's slow one, so its median over the rounds looks
+    faster (4.2 vs 12 ms) though it lost 4 of the 5 rounds; without rounds, the medians decide."""
+    from quantize.report_render import render
+    from quantize.retention import add_verdicts, speed_ratio
+
+    fp32 = _row("fp32", (0.9875, 0.9615, 0.9625), (12.0, 4.0))
+    int8 = _row("int8-ptq", (0.9875, 0.9615, 0.9625), (4.2, 3.0))
+    fp32["latency_1t_rounds_ms"] = [4.0, 4.0, 12.0, 12.0, 12.0]
+    int8["latency_1t_rounds_ms"] = [4.2, 4.2, 4.2, 12.5, 12.5]
+    speed = speed_ratio(int8, fp32, 1)
+    assert speed == {"ratio": pytest.approx(12.5 / 12, abs=1e-4), "rounds": 5, "faster_rounds": 1}
+    assert speed_ratio(int8, fp32, 2) == {"ratio": 0.75, "rounds": 1, "faster_rounds": 1}
+    rows = [fp32, int8]
+    add_verdicts(rows)
+    assert (int8["verdict"]["faster"], int8["verdict"]["slower_at"]) == (False, [1])
+    for row in rows:
+        row.update(cosine=1.0, mb=1.0)
+    text = render(rows, "test-pack", False, None)
+    assert ("**not faster** than FP32 at 1 thread (4.20 vs 12.00 ms) (INT8 / FP32 within a round, "
+            "median: 1.04 at 1 thread, faster in 1 of 5 rounds)") in text
+
+
 @pytest.mark.parametrize("int8_acc, int8_ms, ship, best_1t", [
     ((0.9870, 0.9610, 0.9620), (5.0, 3.0), "- onnx: int8-ptq (5.00 / 3.00 ms at 1 / 2 threads)",
      ("onnx", "int8-ptq")),
