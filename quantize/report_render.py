@@ -23,7 +23,8 @@ def render(rows: list[dict], pack_name: str, quick: bool, plot: str | None) -> s
              "Accuracy: LFW 10-fold protocol; TAR at FAR 1e-3 against all cross-identity pairs; "
              "retention = INT8 / FP32 accuracy of the same runtime; cosine: to PyTorch FP32 on "
              "held-back calibration faces; latency: batch 1, each format's files timed interleaved, "
-             "median over rounds of such timings (each round's in the JSON).", "",
+             "median over rounds of such timings (each round's in the JSON); faster or not: INT8 / "
+             "FP32 within each round, median over the rounds.", "",
              "| runtime | model | " + " | ".join(f"{s} acc" for s in SETS) + " | U-M TAR@1e-3 | "
              "U-M retention | cos to FP32 | MB | 1T ms | 2T ms |",
              "|---|---|" + "---|" * (len(SETS) + 6)]
