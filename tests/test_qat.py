@@ -61,6 +61,25 @@ def test_qat_exports_to_every_format(qat_ctx, fmt):
 
 
 @pytest.mark.slow
+def test_qat_onnx_with_float_depthwise_keeps_prelu_inputs_float(tiny, calibration, tmp_path):
+    """With the depthwise convs float (the real student's QAT), the convolutions before them
+    return float to their PReLU (quantize.ort_float_prelu): integer kernels, no requantization
+    there, and the file still passes its (sanity) gate through edge/."""
+    import onnx
+
+    from quantize.student import expand_layer_names
+
+    keep = expand_layer_names(tiny.model, ("depthwise",))
+    result = run_qat(tiny, calibration, QATConfig(steps=2, batch_size=8, freeze_observer_step=1), keep)
+    ctx = ExportContext(tiny, calibration, tmp_path, keep_float=keep, qat_model=result.model,
+                        gates={"fp32": GATES["fp32"], "int8": SANITY_INT8})
+    exported = run_export(ctx, FORMATS["onnx"], "int8-qat", thresholds=False)
+    ops = [n.op_type for n in onnx.load(str(exported.path)).graph.node]
+    assert "MatMulIntegerToFloat" in ops and "ConvInteger" in ops  # expansions, and the stem
+    assert "ort_float_prelu" in ModelCard.load(card_path(exported.path)).provenance["export"]
+    assert exported.parity.mean > SANITY_INT8.mean
+
+
 def test_qat_with_batchnorm_schedule(tiny, calibration):
     # BN trains for 2 steps, then freezes; convert then folds it (PT2E's conv-bn patterns: ~1 min).
     result = run_qat(tiny, calibration, QATConfig(steps=4, batch_size=8, freeze_bn_step=2))

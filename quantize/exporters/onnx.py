@@ -144,18 +144,25 @@ def quantize_onnx(src: Path, dst: Path, tensor: np.ndarray, activation: str = "u
 
 def export_qat(ctx: ExportContext) -> Path:
     """The converted QAT model as QDQ ONNX (its scales learned in training), rewritten for
-    onnxruntime (``quantize.ort_qdq``): weights stored as INT8, activations u8, so that its
-    convolutions fuse into ``QLinearConv``; PReLUs (float between quantizers) branch-free."""
+    onnxruntime: weights stored as INT8, activations u8, so that its convolutions fuse into
+    ``QLinearConv`` (``quantize.ort_qdq``); PReLUs branch-free (``quantize.ort_prelu``); no
+    quantizer before a PReLU that feeds a float depthwise conv (``quantize.ort_float_prelu``)."""
     import onnx
 
-    from quantize.ort_qdq import ROUTE_NOTE, activations_to_u8, fold_weight_quantization
+    from quantize import ort_float_prelu, ort_prelu, ort_qdq
 
     path = ctx.artifact(FORMAT, "int8-qat")
     model = onnx.load(str(ctx.qat_onnx()))
-    if fold_weight_quantization(model) + activations_to_u8(model):
-        ctx.route_notes[(FORMAT.name, "int8-qat")] = ROUTE_NOTE
+    notes = []
+    if ort_qdq.fold_weight_quantization(model) + ort_qdq.activations_to_u8(model):
+        notes.append(ort_qdq.ROUTE_NOTE)
+    if ort_prelu.branch_free_prelu(model):
+        notes.append(ort_prelu.ROUTE_NOTE)
+    if ort_float_prelu.float_prelu_inputs(model):  # after the u8 move: it reads u8 activations
+        notes.append(ort_float_prelu.ROUTE_NOTE)
+    if notes:
+        ctx.route_notes[(FORMAT.name, "int8-qat")] = ", ".join(notes)
     onnx.save(model, str(path))
-    write_branch_free(ctx, path, path, "int8-qat")
     return path
 
 
