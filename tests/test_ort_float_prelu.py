@@ -57,7 +57,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray, optimise: bool = True) -> np.nda
 @pytest.mark.parametrize("kernel, stride, branch_free, kernel_op", [
     (1, 1, False, "MatMulIntegerToFloat"),  # an expansion conv, the PReLU node as exported
     (1, 1, True, "MatMulIntegerToFloat"),   # the same after quantize.ort_prelu
-    (3, 2, True, "ConvInteger"),            # the stem
+    (3, 2, True, "Conv"),                   # the stem: float conv of dequantized values
 ])
 def test_rewrite_computes_the_graph_without_the_quantizer_before_the_prelu(kernel, stride, branch_free,
                                                                           kernel_op):
