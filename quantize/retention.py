@@ -102,10 +102,15 @@ def retention_failures(rows: list[dict]) -> list[str]:
 
 def fastest_kept(rows: list[dict], threads: int, runtime: str | None = None) -> dict | None:
     """The fastest model file at ``threads`` (of ``runtime``, or of any) among those that keep
-    accuracy: an FP32 file, or an INT8 one whose verdict kept it within the gate. None when
-    nothing was timed there. A file that loses accuracy is never the one to ship, however fast."""
+    accuracy: an FP32 file, or an INT8 one whose verdict kept it within the gate and found it
+    faster than its FP32 there (round by round, ``speed_ratio``). None when nothing was timed
+    there. A file that loses accuracy is never the one to ship, however fast."""
     key = f"latency_{threads}t_ms"
     kept = [r for r in rows if r["runtime"] != "pytorch" and r.get(key) is not None
             and (runtime is None or r["runtime"] == runtime)
-            and (r["tag"] == "fp32" or r.get("verdict", {}).get("accuracy_kept"))]
+            and (r["tag"] == "fp32" or _kept_and_faster(r.get("verdict", {}), threads))]
     return min(kept, key=lambda r: r[key], default=None)
+
+
+def _kept_and_faster(verdict: dict, threads: int) -> bool:
+    return bool(verdict.get("accuracy_kept")) and threads not in verdict.get("slower_at", [threads])

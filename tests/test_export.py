@@ -269,7 +269,7 @@ def test_speed_verdict_pairs_the_rounds():
     round): here INT8's quick round fell on FP32's slow one, so its median over the rounds looks
     faster (4.2 vs 12 ms) though it lost 4 of the 5 rounds; without rounds, the medians decide."""
     from quantize.report_render import render
-    from quantize.retention import add_verdicts, speed_ratio
+    from quantize.retention import add_verdicts, fastest_kept, speed_ratio
 
     fp32 = _row("fp32", (0.9875, 0.9615, 0.9625), (12.0, 4.0))
     int8 = _row("int8-ptq", (0.9875, 0.9615, 0.9625), (4.2, 3.0))
@@ -281,6 +281,7 @@ def test_speed_verdict_pairs_the_rounds():
     rows = [fp32, int8]
     add_verdicts(rows)
     assert (int8["verdict"]["faster"], int8["verdict"]["slower_at"]) == (False, [1])
+    assert fastest_kept(rows, 1, "onnx") is fp32 and fastest_kept(rows, 2, "onnx") is int8
     for row in rows:
         row.update(cosine=1.0, mb=1.0)
     text = render(rows, "test-pack", False, None)
