@@ -52,8 +52,8 @@ def float_prelu_inputs(model: onnx.ModelProto) -> int:
         q_node, dq_node, prelu, readers = chain
         rewrite = _pointwise if _is_pointwise(conv, index) else _float_conv
         instead[conv.output[0]], after[prelu[-1].output[0]] = rewrite(
-            graph, index, conv, dq_node, prelu, readers)
-        dropped.update((q_node.output[0], dq_node.output[0]))
+            graph, index, conv, dq_node or conv, prelu, readers)
+        dropped.update(n.output[0] for n in (q_node, dq_node) if n is not None)
     if not instead:
         return 0
     nodes = []
@@ -90,12 +90,14 @@ class _Index:
 
 
 def _chain(conv: onnx.NodeProto, index: _Index):
-    """(Q, DQ, PReLU nodes, depthwise readers) when ``conv`` heads a chain the rewrite handles."""
+    """(Q, DQ, PReLU nodes, depthwise readers) when ``conv`` heads a chain the rewrite handles;
+    Q and DQ are None where the PReLU reads the convolution directly (a QAT graph trained
+    without that quantizer, ``quantize.pt2e._FloatPreluInputs``)."""
     if conv.op_type != "Conv" or not _integer_inputs(conv, index):
         return None
     q_node = index.only(conv.output[0], "QuantizeLinear")
     dq_node = index.only(q_node.output[0], "DequantizeLinear") if q_node else None
-    prelu = _prelu_nodes(dq_node.output[0], index) if dq_node else None
+    prelu = _prelu_nodes((dq_node or conv).output[0], index) if dq_node or not q_node else None
     if prelu is None:
         return None
     channels = index.array(index.producer[conv.input[1]].input[0]).shape[0]
@@ -149,7 +151,7 @@ def _is_pointwise(conv: onnx.NodeProto, index: _Index) -> bool:
             and attrs.get("group", 1) == 1)
 
 
-def _pointwise(graph, index: _Index, conv, dq_node, prelu, readers):
+def _pointwise(graph, index: _Index, conv, prelu_input, prelu, readers):
     """Transpose -> MatMulIntegerToFloat in place of ``conv``, the PReLU made channels-last,
     and a Transpose after it, back for the ``readers``: (nodes instead, nodes after)."""
     x_dq, w_dq = (index.producer[name] for name in conv.input[:2])
@@ -162,7 +164,7 @@ def _pointwise(graph, index: _Index, conv, dq_node, prelu, readers):
         numpy_helper.from_array(_per_channel(index.array(w_dq.input[1]), channels), scale),
         numpy_helper.from_array(_bias(conv, index, channels), bias)])
     x_last, y_last, y_first = f"{name}/x_nhwc", f"{name}/y_nhwc", f"{name}/prelu_nchw"
-    _rewire(index.consumers[dq_node.output[0]], dq_node.output[0], y_last)
+    _rewire(index.consumers[prelu_input.output[0]], prelu_input.output[0], y_last)
     for node in prelu:  # per-channel constants [1, C, 1, 1] or [C, 1, 1] -> [C]
         node.input[:] = [_channels_last(graph, index, n, channels) for n in node.input]
     _rewire(readers, prelu[-1].output[0], y_first)
@@ -173,10 +175,10 @@ def _pointwise(graph, index: _Index, conv, dq_node, prelu, readers):
                               name=f"{name}/to_nchw")])
 
 
-def _float_conv(graph, index: _Index, conv, dq_node, prelu, readers):
+def _float_conv(graph, index: _Index, conv, prelu_input, prelu, readers):
     """``conv`` as it is (dequantized input and weights, float arithmetic), its output read by
     the PReLU directly: (nodes instead, no nodes after)."""
-    _rewire(index.consumers[dq_node.output[0]], dq_node.output[0], conv.output[0])
+    _rewire(index.consumers[prelu_input.output[0]], prelu_input.output[0], conv.output[0])
     return [conv], []
 
 

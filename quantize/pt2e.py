@@ -20,15 +20,18 @@ from edge.errors import ConfigError
 
 
 def xnnpack_quantizer(keep_float: tuple[str, ...] = (), is_qat: bool = False,
-                      weight_qmax: int = 127) -> Quantizer:
+                      weight_qmax: int = 127, float_prelu_inputs: bool = False) -> Quantizer:
     """Symmetric INT8, per-channel weights in ``[-weight_qmax, weight_qmax]``; ``keep_float``
-    module names (e.g. ``dw.0``) stay float."""
+    module names (e.g. ``dw.0``) stay float; ``float_prelu_inputs``: a convolution whose PReLU
+    feeds only float convolutions returns float (``_FloatPreluInputs``)."""
     from torchao.testing.pt2e._xnnpack_quantizer import (XNNPACKQuantizer,
                                                          get_symmetric_quantization_config)
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=is_qat,
                                                weight_qmin=-weight_qmax, weight_qmax=weight_qmax)
     steps = [_KeepFloat(keep_float)] if keep_float else []
+    if keep_float and float_prelu_inputs:
+        steps.append(_FloatPreluInputs(config))
     with warnings.catch_warnings():
         # Known and chosen: the one PT2E quantizer both QAT and litert-torch lowering accept
         # (shared/TOOLCHAIN.md); its deprecation warning would print on every INT8 export.
@@ -92,3 +95,56 @@ class _KeepFloat(Quantizer):
 
     def validate(self, model: torch.fx.GraphModule) -> None:
         return None
+
+
+class _FloatPreluInputs(Quantizer):
+    """Quantizes a convolution's input and weights but not its output where that output goes
+    to a PReLU read only by float (``--keep-float``) convolutions.
+
+    That is the function the onnxruntime QAT export runs there (``quantize.ort_float_prelu``:
+    the integer accumulator scaled to float, no rounding before the PReLU), so QAT trains
+    what ships instead of a rounding the export then removes. Runs after ``_KeepFloat``, whose
+    annotations (no quantization at all) mark the float readers.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+
+    def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+        from torchao.testing.pt2e._xnnpack_quantizer_utils import (get_bias_qspec,
+                                                                   get_input_act_qspec,
+                                                                   get_weight_qspec)
+
+        for conv in model.graph.nodes:
+            prelu = _only_user(conv, torch.ops.aten.prelu.default)
+            if conv.target not in _CONVS or prelu is None or "quantization_annotation" in conv.meta:
+                continue
+            if not prelu.users or not all(_is_float_conv(n) for n in prelu.users):
+                continue
+            x, weight, *rest = conv.args
+            qspecs = {x: get_input_act_qspec(self.config), weight: get_weight_qspec(self.config)}
+            if rest and isinstance(rest[0], torch.fx.Node):
+                qspecs[rest[0]] = get_bias_qspec(self.config)
+            conv.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map=qspecs, output_qspec=None, _annotated=True)
+            prelu.meta["quantization_annotation"] = QuantizationAnnotation(_annotated=True)
+        return model
+
+    def validate(self, model: torch.fx.GraphModule) -> None:
+        return None
+
+
+_CONVS = (torch.ops.aten.conv2d.default,)
+
+
+def _only_user(node: torch.fx.Node, target) -> torch.fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 and users[0].target == target else None
+
+
+def _is_float_conv(node: torch.fx.Node) -> bool:
+    """A convolution ``_KeepFloat`` marked: annotated, with nothing quantized."""
+    annotation = node.meta.get("quantization_annotation")
+    return (node.target in _CONVS and annotation is not None and not annotation.input_qspec_map
+            and annotation.output_qspec is None)

@@ -5,6 +5,9 @@ Route (``shared/TOOLCHAIN.md``):
 1. ``torch.export`` of the student with a dynamic batch (PT2E QAT needs one);
 2. ``prepare_qat_pt2e`` with the XNNPACK quantizer (symmetric INT8, per-channel weights):
    the quantizer litert-torch can lower, and whose QDQ ONNX OpenVINO and onnxruntime run;
+   where a PReLU feeds only ``--keep-float`` depthwise convs, the conv before it has no output
+   quantizer, as in the onnxruntime export (``quantize.ort_float_prelu``), so the loss trained
+   is the deployed model's;
 3. one pass over the faces to set the INT8 ranges (PTQ-style), then ``steps`` of knowledge
    distillation: the fake-quantized student learns to reproduce the FP32
    student's L2-normalised embeddings (loss ``1 - cos``) on the calibration split's faces
@@ -158,7 +161,10 @@ def _prepare(student: Student, config: QATConfig, keep_float: tuple[str, ...], e
                           f"{', '.join(n for n, m in names.items() if isinstance(m, nn.Conv2d))}")
     # 7-bit weights (+-63): x86 CPUs without VNNI saturate u8 x s8 products in int16 when
     # weights use the full 8 bits (the ONNX export's reduce_range, NNCF's overflow fix).
-    quantizer = xnnpack_quantizer(keep_float, is_qat=True, weight_qmax=WEIGHT_QMAX)
+    # float_prelu_inputs: QAT trains the function the onnxruntime export runs where a PReLU
+    # feeds float depthwise convs (no rounding before that PReLU, quantize.ort_float_prelu).
+    quantizer = xnnpack_quantizer(keep_float, is_qat=True, weight_qmax=WEIGHT_QMAX,
+                                  float_prelu_inputs=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
     graph = torch.export.export(model.train(), (example,), dynamic_shapes=({0: batch},)).module()
     return allow_exported_model_train_eval(prepare_qat_pt2e(graph, quantizer))

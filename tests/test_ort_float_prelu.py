@@ -84,3 +84,19 @@ def test_a_prelu_feeding_a_full_convolution_keeps_its_quantizer():
     before = model.SerializeToString()
     assert float_prelu_inputs(model) == 0
     assert model.SerializeToString() == before
+
+
+@pytest.mark.parametrize("kernel, stride, kernel_op", [(1, 1, "MatMulIntegerToFloat"), (3, 2, "Conv")])
+def test_a_prelu_reading_the_conv_directly_is_rewritten_to_the_same_function(kernel, stride, kernel_op):
+    """A QAT graph trained without that quantizer (quantize.pt2e float_prelu_inputs) has the
+    PReLU on the conv's float output already: the 1x1 conv still becomes the integer kernel,
+    the stem stays, and the function is unchanged."""
+    x = np.random.default_rng(2).normal(0, 2, (2, 4, SIZE, SIZE)).astype(np.float32)
+    model = _graph(kernel, stride, requantize=False)
+    branch_free_prelu(model)
+    reference = _run(model, x, optimise=False)
+    assert float_prelu_inputs(model) == 1
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert kernel_op in ops and ops.count("QuantizeLinear") == 1
+    np.testing.assert_allclose(_run(model, x), reference, rtol=1e-4, atol=1e-4)

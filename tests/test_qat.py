@@ -110,6 +110,30 @@ def test_pt2e_keep_float(tiny):
         conv_inputs(("stem.9",))
 
 
+def test_pt2e_float_prelu_inputs(tiny):
+    """Where a PReLU feeds only float depthwise convs, the conv before it keeps observed inputs
+    and an unobserved output (what the onnxruntime export computes); other convs keep theirs."""
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    from quantize.pt2e import xnnpack_quantizer
+    from quantize.student import expand_layer_names
+
+    keep = expand_layer_names(tiny.model, ("depthwise",))
+
+    def prelu_inputs(float_prelu_inputs):
+        graph = torch.export.export(tiny.model, (tiny.to_tensor(np.zeros((2, 112, 112, 3), np.uint8)),)).module()
+        prepared = prepare_pt2e(graph, xnnpack_quantizer(keep, float_prelu_inputs=float_prelu_inputs))
+        convs = [n for n in prepared.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+        quantized = [c for c in convs if [a.op for a in c.args[:2]] == ["call_module", "call_module"]]
+        return quantized, [c for c in quantized if any(u.target == torch.ops.aten.prelu.default
+                                                       for u in c.users)]
+
+    quantized, direct = prelu_inputs(False)
+    assert quantized and not direct  # an observer between every quantized conv and its PReLU
+    quantized, direct = prelu_inputs(True)
+    assert direct and len(direct) < len(quantized)  # inputs observed, output not; others as before
+
+
 def test_qat_config_is_validated():
     with pytest.raises(ConfigError, match="freeze_bn_step"):
         QATConfig(steps=10, freeze_bn_step=11)
