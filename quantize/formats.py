@@ -38,6 +38,10 @@ class Format:
         qat_route: how the converted QAT model becomes this format.
         layout: input layout of the exported graph ("nchw" or "nhwc").
         batch: fixed graph batch, or None for a dynamic batch.
+        qat_float_prelu_inputs: whether QAT may leave the output of a convolution float where
+            its PReLU feeds only float depthwise convs (``quantize.pt2e._FloatPreluInputs``):
+            the runtime then runs that convolution on integer inputs with a float result.
+            Not for LiteRT: its full-integer lowering makes such a convolution a float one.
     """
 
     name: str
@@ -49,6 +53,7 @@ class Format:
     qat_route: str
     layout: str = "nchw"
     batch: int | None = None
+    qat_float_prelu_inputs: bool = True
 
     def exporter(self) -> ModuleType:
         """Import and return the exporter module (heavy imports happen here)."""
@@ -70,7 +75,8 @@ FORMATS: dict[str, Format] = {
         Format("tflite", ".tflite", "tflite", "quantize.exporters.tflite", True,
                "torchao PT2E, XNNPACK quantizer (symmetric, per-channel weights), litert-torch "
                "full-integer lowering",
-               "litert-torch full-integer lowering", layout="nhwc", batch=1),
+               "litert-torch full-integer lowering", layout="nhwc", batch=1,
+               qat_float_prelu_inputs=False),
     )
 }
 

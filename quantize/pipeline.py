@@ -126,7 +126,9 @@ def _run(config: RunConfig, tags: tuple[str, ...], progress: bool) -> RunSummary
     if "int8-qat" in tags:
         from quantize.qat import run_qat
 
-        result = run_qat(student, calibration, config.qat, keep_float, progress=progress)
+        float_prelu_inputs = all(fmt.qat_float_prelu_inputs for fmt in formats)
+        result = run_qat(student, calibration, config.qat, keep_float, progress=progress,
+                         float_prelu_inputs=float_prelu_inputs)
         ctx.qat_model, summary.qat = result.model, result.summary()
     weights = _fingerprint(student.model)
     for fmt in formats:

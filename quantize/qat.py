@@ -7,7 +7,7 @@ Route (``shared/TOOLCHAIN.md``):
    the quantizer litert-torch can lower, and whose QDQ ONNX OpenVINO and onnxruntime run;
    where a PReLU feeds only ``--keep-float`` depthwise convs, the conv before it has no output
    quantizer, as in the onnxruntime export (``quantize.ort_float_prelu``), so the loss trained
-   is the deployed model's;
+   is the deployed model's (not when the model also goes to LiteRT, full-integer);
 3. one pass over the faces to set the INT8 ranges (PTQ-style), then ``steps`` of knowledge
    distillation: the fake-quantized student learns to reproduce the FP32
    student's L2-normalised embeddings (loss ``1 - cos``) on the calibration split's faces
@@ -104,8 +104,13 @@ class QATResult:
 
 
 def run_qat(student: Student, calibration: CalibrationSet, config: QATConfig = QATConfig(),
-            keep_float: tuple[str, ...] = (), progress: bool = False) -> QATResult:
+            keep_float: tuple[str, ...] = (), progress: bool = False,
+            float_prelu_inputs: bool = True) -> QATResult:
     """Fine-tune a fake-quantized copy of ``student`` against it and convert it (see module doc).
+
+    ``float_prelu_inputs``: no output quantizer on a conv whose PReLU feeds only ``keep_float``
+    depthwise convs (``quantize.formats.Format.qat_float_prelu_inputs``: not when the model
+    goes to LiteRT).
 
     Raises:
         CalibrationError: fewer faces than one batch.
@@ -116,7 +121,7 @@ def run_qat(student: Student, calibration: CalibrationSet, config: QATConfig = Q
 
     faces, targets = _training_set(student, calibration, config, progress)
     start = time.perf_counter()
-    prepared = _prepare(student, config, keep_float, faces[:2])
+    prepared = _prepare(student, config, keep_float, faces[:2], float_prelu_inputs)
     # INT8 ranges start from the calibration faces, whatever QAT then trains on.
     calibration_faces = student.to_tensor(np.concatenate(calibration.training_pairs()))
     _calibrate_observers(prepared, calibration_faces, config.batch_size)
@@ -147,7 +152,8 @@ def _training_set(student: Student, calibration: CalibrationSet, config: QATConf
     return student.to_tensor(faces), torch.from_numpy(student.embed(faces))
 
 
-def _prepare(student: Student, config: QATConfig, keep_float: tuple[str, ...], example: torch.Tensor):
+def _prepare(student: Student, config: QATConfig, keep_float: tuple[str, ...], example: torch.Tensor,
+             float_prelu_inputs: bool):
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
@@ -164,7 +170,7 @@ def _prepare(student: Student, config: QATConfig, keep_float: tuple[str, ...], e
     # float_prelu_inputs: QAT trains the function the onnxruntime export runs where a PReLU
     # feeds float depthwise convs (no rounding before that PReLU, quantize.ort_float_prelu).
     quantizer = xnnpack_quantizer(keep_float, is_qat=True, weight_qmax=WEIGHT_QMAX,
-                                  float_prelu_inputs=True)
+                                  float_prelu_inputs=float_prelu_inputs)
     batch = torch.export.Dim("batch", min=1, max=4096)
     graph = torch.export.export(model.train(), (example,), dynamic_shapes=({0: batch},)).module()
     return allow_exported_model_train_eval(prepare_qat_pt2e(graph, quantizer))

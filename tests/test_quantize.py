@@ -309,3 +309,25 @@ def test_an_export_that_changes_the_student_stops_the_run(checkpoint, tmp_path, 
     config = pipeline.RunConfig(checkpoint, "onnx", None, tmp_path, CalibrationConfig(size=64))
     with pytest.raises(QuantizeError, match="onnx fp32 export changed the student's weights"):
         pipeline.export_models(config, progress=False)
+
+
+@pytest.mark.parametrize("formats, float_prelu_inputs", [("onnx,openvino", True), ("onnx,tflite", False)])
+def test_qat_leaves_prelu_inputs_float_only_without_litert(checkpoint, tmp_path, monkeypatch, formats,
+                                                           float_prelu_inputs):
+    """LiteRT's full-integer lowering would run a conv with a float output as a float conv, so
+    QAT keeps the quantizer before the PReLU whenever the model also goes to LiteRT."""
+    import quantize.pipeline as pipeline
+    import quantize.qat
+    from quantize.errors import QuantizeError
+
+    seen = {}
+
+    def fake_qat(student, calibration, config, keep_float, progress, float_prelu_inputs):
+        seen["float_prelu_inputs"] = float_prelu_inputs
+        raise QuantizeError("stop after the choice")
+
+    monkeypatch.setattr(quantize.qat, "run_qat", fake_qat)
+    config = pipeline.RunConfig(checkpoint, formats, "qat", tmp_path, CalibrationConfig(size=64))
+    with pytest.raises(QuantizeError, match="stop after the choice"):
+        pipeline.quantize_models(config, progress=False)
+    assert seen == {"float_prelu_inputs": float_prelu_inputs}
