@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.retention import RETENTION_GATE, SETS, fastest_kept, fp32_row
+from quantize.retention import RETENTION_GATE, SETS, fastest_kept, fp32_row, speed_ratio
+
+THREADS = (1, 2)
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +186,8 @@ def _beyond_note(row: dict) -> str:
 
 def plot_rows(rows: list[dict], path: Path) -> Path | None:
     """Left: what INT8 changes, per set, pair by pair (difference and 95% interval, with the
-    retention gate's line); without paired rows, the accuracies. Right: 1-thread latency."""
+    retention gate's line); without paired rows, the accuracies. Right: INT8 / FP32 latency of
+    the same runtime, round by round, at 1 and 2 threads; without INT8 rows, 1-thread latency."""
     try:
         import matplotlib
 
@@ -199,15 +202,42 @@ def plot_rows(rows: list[dict], path: Path) -> Path | None:
         _plot_differences(left, paired)
     else:
         _plot_accuracies(left, rows)
-    labels = [f"{r['runtime']}\n{r['tag']}" for r in rows]
-    right.bar(np.arange(len(rows)), [r.get("latency_1t_ms") or 0 for r in rows],
-              color=["tab:gray" if r["tag"] == "fp32" else "tab:blue" for r in rows])
-    right.set_xticks(np.arange(len(rows)), labels, fontsize=7)
-    right.set_ylabel("batch-1 latency, 1 thread (ms)")
+    if not _plot_speed(right, rows):
+        _plot_latency(right, rows)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_speed(axis, rows: list[dict]) -> bool:
+    """Bars: the median over rounds of INT8 / FP32 latency (the verdict's figure); dots: each
+    round's ratio. Absolute milliseconds on a shared machine move with its load from round to
+    round; within a round both files met the same load. False when no INT8 row was timed."""
+    int8 = [r for r in rows if r["tag"] != "fp32" and fp32_row(r, rows)]
+    speeds = [[speed_ratio(r, fp32_row(r, rows), t) for t in THREADS] for r in int8]
+    if not any(s for pair in speeds for s in pair):
+        return False
+    width = 0.8 / len(THREADS)
+    for k, threads in enumerate(THREADS):
+        x = np.arange(len(int8)) + (k - (len(THREADS) - 1) / 2) * width
+        medians = [pair[k]["ratio"] if pair[k] else np.nan for pair in speeds]
+        axis.bar(x, medians, width, label=f"{threads} thread{'s' if threads > 1 else ''}", alpha=0.7)
+        for xi, pair in zip(x, speeds):
+            rounds = pair[k]["round_ratios"] if pair[k] else []
+            axis.plot([xi] * len(rounds), rounds, ".", color="black", markersize=3)
+    axis.axhline(1, color="tab:red", linestyle="--", linewidth=1, label="FP32 (slower above)")
+    axis.set_xticks(np.arange(len(int8)), [f"{r['runtime']}\n{r['tag']}" for r in int8], fontsize=7)
+    axis.set_ylabel("INT8 / FP32 latency (bar: median, dots: rounds)")
+    axis.legend(fontsize=7)
+    return True
+
+
+def _plot_latency(axis, rows: list[dict]) -> None:
+    axis.bar(np.arange(len(rows)), [r.get("latency_1t_ms") or 0 for r in rows],
+             color=["tab:gray" if r["tag"] == "fp32" else "tab:blue" for r in rows])
+    axis.set_xticks(np.arange(len(rows)), [f"{r['runtime']}\n{r['tag']}" for r in rows], fontsize=7)
+    axis.set_ylabel("batch-1 latency, 1 thread (ms)")
 
 
 def _plot_differences(axis, paired: list[dict]) -> None:

@@ -79,7 +79,7 @@ def speed_ratio(row: dict, base: dict, threads: int) -> dict | None:
     interleaved, round after round), the ratio is the median of the per-round ratios: within
     a round both files met the same background load, so a busy round moves both and cancels
     out, where two medians taken over all rounds need not. ``faster_rounds`` counts the rounds
-    INT8 won. Otherwise the ratio of the two latencies.
+    INT8 won; ``round_ratios`` are the rounds' ratios. Otherwise the ratio of the two latencies.
     """
     key = f"latency_{threads}t"
     if row.get(f"{key}_ms") is None or base.get(f"{key}_ms") is None:
@@ -87,10 +87,10 @@ def speed_ratio(row: dict, base: dict, threads: int) -> dict | None:
     mine, theirs = row.get(f"{key}_rounds_ms") or [], base.get(f"{key}_rounds_ms") or []
     if len(mine) > 1 and len(mine) == len(theirs):
         ratios = [a / b for a, b in zip(mine, theirs)]
-        return {"ratio": round(statistics.median(ratios), 4), "rounds": len(ratios),
-                "faster_rounds": sum(r < 1 for r in ratios)}
-    return {"ratio": round(row[f"{key}_ms"] / base[f"{key}_ms"], 4), "rounds": 1,
-            "faster_rounds": int(row[f"{key}_ms"] < base[f"{key}_ms"])}
+    else:
+        ratios = [row[f"{key}_ms"] / base[f"{key}_ms"]]
+    return {"ratio": round(statistics.median(ratios), 4), "rounds": len(ratios),
+            "faster_rounds": sum(r < 1 for r in ratios), "round_ratios": [round(r, 4) for r in ratios]}
 
 
 def retention_failures(rows: list[dict]) -> list[str]:

@@ -276,8 +276,10 @@ def test_speed_verdict_pairs_the_rounds():
     fp32["latency_1t_rounds_ms"] = [4.0, 4.0, 12.0, 12.0, 12.0]
     int8["latency_1t_rounds_ms"] = [4.2, 4.2, 4.2, 12.5, 12.5]
     speed = speed_ratio(int8, fp32, 1)
-    assert speed == {"ratio": pytest.approx(12.5 / 12, abs=1e-4), "rounds": 5, "faster_rounds": 1}
-    assert speed_ratio(int8, fp32, 2) == {"ratio": 0.75, "rounds": 1, "faster_rounds": 1}
+    assert speed == {"ratio": pytest.approx(12.5 / 12, abs=1e-4), "rounds": 5, "faster_rounds": 1,
+                     "round_ratios": [1.05, 1.05, 0.35, 1.0417, 1.0417]}
+    assert speed_ratio(int8, fp32, 2) == {"ratio": 0.75, "rounds": 1, "faster_rounds": 1,
+                                          "round_ratios": [0.75]}
     rows = [fp32, int8]
     add_verdicts(rows)
     assert (int8["verdict"]["faster"], int8["verdict"]["slower_at"]) == (False, [1])
