@@ -83,6 +83,19 @@ class _Index:
     def array(self, name: str) -> np.ndarray:
         return numpy_helper.to_array(self.inits[name])
 
+    def constant(self, name: str) -> np.ndarray | None:
+        """An initializer's value, or a ``DequantizeLinear`` of initializers computed (the
+        per-axis form onnxruntime writes for int32 biases); None for anything else."""
+        if name in self.inits:
+            return self.array(name)
+        node = self.producer.get(name)
+        if node is None or node.op_type != "DequantizeLinear" or not all(n in self.inits for n in node.input):
+            return None
+        value, scale, *zero = (self.array(n).astype(np.float64) for n in node.input)
+        if scale.size > 1 and value.ndim != 1:
+            return None  # per-axis over a tensor: not a bias
+        return ((value - (zero[0] if zero else 0.0)) * scale).astype(np.float32)
+
     def only(self, name: str, op_type: str) -> onnx.NodeProto | None:
         """The single consumer of ``name`` if it is an ``op_type`` node."""
         users = self.consumers.get(name, [])
@@ -109,7 +122,8 @@ def _chain(conv: onnx.NodeProto, index: _Index):
 
 def _integer_inputs(conv: onnx.NodeProto, index: _Index) -> bool:
     """u8 activation with a constant scalar scale and zero point; s8 constant weights with a
-    zero point of 0; a constant bias or none."""
+    zero point of 0; a constant bias (float, or int32 dequantized as onnxruntime's quantizer
+    writes it) or none."""
     x_dq, w_dq = (index.producer.get(name) for name in conv.input[:2])
     if not (x_dq and w_dq and x_dq.op_type == w_dq.op_type == "DequantizeLinear"):
         return False
@@ -118,7 +132,7 @@ def _integer_inputs(conv: onnx.NodeProto, index: _Index) -> bool:
     if len(w_dq.input) < 3 or not all(n in index.inits for n in w_dq.input):
         return False
     x_zero, w_int, w_zero = (index.array(n) for n in (x_dq.input[2], w_dq.input[0], w_dq.input[2]))
-    bias_ok = len(conv.input) < 3 or conv.input[2] in index.inits
+    bias_ok = len(conv.input) < 3 or index.constant(conv.input[2]) is not None
     return (x_zero.dtype == np.uint8 and x_zero.size == 1 and index.array(x_dq.input[1]).size == 1
             and w_int.dtype == np.int8 and w_int.ndim == 4 and not w_zero.any() and bias_ok)
 
@@ -188,7 +202,7 @@ def _per_channel(scale: np.ndarray, channels: int) -> np.ndarray:
 
 def _bias(conv: onnx.NodeProto, index: _Index, channels: int) -> np.ndarray:
     if len(conv.input) > 2 and conv.input[2]:
-        return index.array(conv.input[2]).astype(np.float32).reshape(channels)
+        return index.constant(conv.input[2]).astype(np.float32).reshape(channels)
     return np.zeros(channels, np.float32)
 
 

@@ -14,10 +14,11 @@ CHANNELS, SIZE = 6, 6
 
 
 def _graph(kernel: int = 1, stride: int = 1, reader_group: int = CHANNELS,
-           requantize: bool = True) -> onnx.ModelProto:
+           requantize: bool = True, int_bias: bool = False) -> onnx.ModelProto:
     """x -> Q/DQ (u8) -> Conv (s8 per-channel weights, bias) -> [Q/DQ u8] -> PRelu -> 3x3
     float conv (depthwise when ``reader_group`` is the channel count) -> y; the same weights on
-    every call."""
+    every call. ``int_bias``: the bias as onnxruntime's quantizer writes it, int32 through a
+    per-channel DequantizeLinear."""
     rng = np.random.default_rng(0)
     reader_in = CHANNELS // reader_group
     inits = [numpy_helper.from_array(a, n) for a, n in (
@@ -29,7 +30,15 @@ def _graph(kernel: int = 1, stride: int = 1, reader_group: int = CHANNELS,
         (rng.uniform(-6, 6, (CHANNELS, 1, 1)).astype(np.float32), "slope"),
         (rng.normal(0, 0.3, (CHANNELS, reader_in, 3, 3)).astype(np.float32), "dw"))]
     pad = kernel // 2
-    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+    nodes = []
+    if int_bias:
+        bias_scale = 0.05 * numpy_helper.to_array(inits[3])
+        bias = np.round(numpy_helper.to_array(inits[5]) / bias_scale).astype(np.int32)
+        inits[5] = numpy_helper.from_array(bias, "b_int")
+        inits += [numpy_helper.from_array(bias_scale.astype(np.float32), "b_scale"),
+                  numpy_helper.from_array(np.zeros(CHANNELS, np.int32), "b_zero")]
+        nodes.append(helper.make_node("DequantizeLinear", ["b_int", "b_scale", "b_zero"], ["b"], axis=0))
+    nodes += [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
              helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
              helper.make_node("DequantizeLinear", ["w_int", "w_scale", "w_zero"], ["w"], axis=0),
              helper.make_node("Conv", ["xd", "w", "b"], ["z"], name="expand", strides=[stride] * 2,
@@ -54,18 +63,20 @@ def _run(model: onnx.ModelProto, x: np.ndarray, optimise: bool = True) -> np.nda
     return session.run(None, {"x": x})[0]
 
 
-@pytest.mark.parametrize("kernel, stride, branch_free, kernel_op", [
-    (1, 1, False, "MatMulIntegerToFloat"),  # an expansion conv, the PReLU node as exported
-    (1, 1, True, "MatMulIntegerToFloat"),   # the same after quantize.ort_prelu
-    (3, 2, True, "Conv"),                   # the stem: float conv of dequantized values
+@pytest.mark.parametrize("kernel, stride, branch_free, kernel_op, int_bias", [
+    (1, 1, False, "MatMulIntegerToFloat", False),  # an expansion conv, the PReLU node as exported
+    (1, 1, True, "MatMulIntegerToFloat", False),   # the same after quantize.ort_prelu
+    (1, 1, True, "MatMulIntegerToFloat", True),    # onnxruntime PTQ's int32 bias
+    (3, 2, True, "Conv", False),                   # the stem: float conv of dequantized values
 ])
 def test_rewrite_computes_the_graph_without_the_quantizer_before_the_prelu(kernel, stride, branch_free,
-                                                                          kernel_op):
+                                                                          kernel_op, int_bias):
     """The rewritten file equals the QDQ graph with its conv-output Q/DQ taken out (the
     accumulator is exact), not the QDQ graph itself: that rounding, which the slopes amplify,
     is gone."""
     x = np.random.default_rng(1).normal(0, 2, (2, 4, SIZE, SIZE)).astype(np.float32)
-    model, without_rounding = _graph(kernel, stride), _graph(kernel, stride, requantize=False)
+    model = _graph(kernel, stride, int_bias=int_bias)
+    without_rounding = _graph(kernel, stride, requantize=False, int_bias=int_bias)
     if branch_free:
         branch_free_prelu(model)
     with_rounding = _run(model, x, optimise=False)
