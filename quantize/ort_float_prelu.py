@@ -69,6 +69,26 @@ def float_prelu_inputs(model: onnx.ModelProto) -> int:
     return len(instead)
 
 
+def prelu_inputs_stay_float(model: onnx.ModelProto, float_convs: set[str]) -> bool:
+    """Whether, in the FP32 graph ``model`` quantized with the Conv nodes ``float_convs`` left
+    float, ``float_prelu_inputs`` leaves no quantizer before any PReLU: each PReLU reads a float
+    conv, or a conv whose PReLU feeds only float depthwise convs. Then onnxruntime PTQ needs no
+    PReLU split (``quantize.exporters.onnx``)."""
+    index = _Index(model.graph)
+    for prelu in (n for n in model.graph.node if n.op_type == "PRelu"):
+        source = index.producer.get(prelu.input[0])
+        if source is None or source.op_type != "Conv" or source.input[1] not in index.inits:
+            return False
+        if source.name in float_convs:
+            continue
+        channels = index.array(source.input[1]).shape[0]
+        readers = index.consumers.get(prelu.output[0], [])
+        if not readers or not all(r.name in float_convs and _float_depthwise(r, channels, index)
+                                  for r in readers):
+            return False
+    return True
+
+
 class _Index:
     """Initializers, producers and consumers of a graph's tensors."""
 

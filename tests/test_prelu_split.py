@@ -107,6 +107,25 @@ def test_keep_float_names_of_the_student_select_their_split_convs(split_ctx, tmp
     assert result.card.provenance["keep_float"] == "dw.0,gdc.0"
 
 
+@pytest.mark.realdata
+@pytest.mark.usefixtures("one_torch_thread")
+def test_with_float_depthwise_convs_the_plain_graph_is_quantized(split_ctx, tmp_path, few_bias_faces):
+    """With every depthwise conv float, no PReLU input needs a quantizer once
+    quantize.ort_float_prelu has rewritten the graph: no split, integer 1x1 convs."""
+    import onnx
+
+    from quantize.student import expand_layer_names
+
+    result = _int8(split_ctx, tmp_path, keep_float=expand_layer_names(split_ctx.student.model, ("depthwise",)))
+    ops = [n.op_type for n in onnx.load(str(result.path)).graph.node]
+    fp32_ops = [n.op_type for n in onnx.load(str(split_ctx.fp32_onnx())).graph.node]
+    assert ops.count("Conv") + ops.count("MatMulIntegerToFloat") == fp32_ops.count("Conv")  # no twin
+    assert "MatMulIntegerToFloat" in ops
+    assert "PReLU split" not in result.card.provenance["export"]
+    assert "ort_float_prelu" in result.card.provenance["export"]
+    assert result.parity.mean > 0.85
+
+
 def test_twin_prefix_covers_one_layer_only():
     from quantize.prelu_split import twin_prefix
 
