@@ -145,12 +145,12 @@ def _s8s8_variant(ctx, card, quantize_onnx) -> Path:
     import dataclasses
 
     from edge.card import card_path, sha256_file
-    from quantize.exporters.onnx import int8_source, write_branch_free
+    from quantize.exporters.onnx import int8_source, write_for_onnxruntime
 
     source, exclude = int8_source(ctx)
     path = quantize_onnx(source, ctx.out_dir / f"{ctx.student.name}.int8-s8s8.onnx",
                          ctx.calibration_tensor(), activation="s8", exclude=exclude)
-    write_branch_free(ctx, path, path, "int8-s8s8")
+    write_for_onnxruntime(ctx, path, path, "int8-s8s8")
     dataclasses.replace(card, name=card.name + "-s8s8", file=path.name,
                         sha256=sha256_file(path)).save(card_path(path))
     return path

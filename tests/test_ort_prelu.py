@@ -80,13 +80,13 @@ def test_repeated_exports_name_the_rewrite_once(tmp_path):
     """An --auto-float ladder exports the same format again in one context."""
     from types import SimpleNamespace
 
-    from quantize.exporters.onnx import write_branch_free
+    from quantize.exporters.onnx import write_for_onnxruntime
 
     src = tmp_path / "m.onnx"
     onnx.save(_conv_prelu_graph(np.array([0.25, -2.0, 1.0, 3.0])), str(src))
     ctx = SimpleNamespace(route_notes={("onnx", "int8-ptq"): "PReLU split"})
     for _ in range(2):
-        write_branch_free(ctx, src, tmp_path / "out.onnx", "int8-ptq")
+        write_for_onnxruntime(ctx, src, tmp_path / "out.onnx", "int8-ptq")
     note = ctx.route_notes["onnx", "int8-ptq"]
     assert note.startswith("PReLU split, ") and note.count("quantize.ort_prelu") == 1
     assert not any(n.op_type == "PRelu" for n in onnx.load(str(tmp_path / "out.onnx")).graph.node)

@@ -68,42 +68,39 @@ def export_fp32(ctx: ExportContext) -> Path:
     """The FP32 ONNX model (dynamic batch), its PReLUs written branch-free for onnxruntime
     (``quantize.ort_prelu``); the plain graph stays the intermediate other exports read."""
     path = ctx.artifact(FORMAT, "fp32")
-    write_branch_free(ctx, ctx.fp32_onnx(), path, "fp32")
+    write_for_onnxruntime(ctx, ctx.fp32_onnx(), path, "fp32")
     return path
 
 
 def export_int8(ctx: ExportContext) -> Path:
-    """onnxruntime static QDQ INT8 (u8 activations, 7-bit per-channel weights), PReLUs written
-    branch-free, as in the FP32 file. A PReLU student goes through its PReLU split unless its
-    ``--keep-float`` layers leave no quantizer before a PReLU once ``quantize.ort_float_prelu``
-    has rewritten the graph (``int8_source``)."""
-    import onnx
-
-    from quantize.ort_float_prelu import ROUTE_NOTE, float_prelu_inputs
-
+    """onnxruntime static QDQ INT8 (u8 activations, 7-bit per-channel weights), rewritten as
+    the FP32 file is, and with no quantizer before a PReLU that feeds a float depthwise conv. A
+    PReLU student goes through its PReLU split unless its ``--keep-float`` layers make that
+    rewrite leave no quantizer before any PReLU (``int8_source``)."""
     src, exclude = int8_source(ctx)
     path = quantize_onnx(src, ctx.artifact(FORMAT, "int8-ptq"), ctx.calibration_tensor(),
                          exclude=exclude)
-    write_branch_free(ctx, path, path, "int8-ptq")
-    model = onnx.load(str(path))
-    if float_prelu_inputs(model):
-        onnx.save(model, str(path))
-        note = ctx.route_notes.get((FORMAT.name, "int8-ptq"))
-        ctx.route_notes[(FORMAT.name, "int8-ptq")] = f"{note}, {ROUTE_NOTE}" if note else ROUTE_NOTE
+    write_for_onnxruntime(ctx, path, path, "int8-ptq")
     return path
 
 
-def write_branch_free(ctx: ExportContext, src: Path, dst: Path, tag: str) -> None:
-    """``src`` saved as ``dst`` with its PReLUs rewritten; the card's route says so."""
+def write_for_onnxruntime(ctx: ExportContext, src: Path, dst: Path, tag: str) -> None:
+    """``src`` saved as ``dst`` with onnxruntime's rewrites: PReLUs branch-free
+    (``quantize.ort_prelu``) and, in an INT8 graph, no quantizer before a PReLU that feeds a
+    float depthwise conv (``quantize.ort_float_prelu``); the card's route names each applied."""
     import onnx
 
-    from quantize.ort_prelu import ROUTE_NOTE, branch_free_prelu
+    from quantize import ort_float_prelu, ort_prelu
 
     model = onnx.load(str(src))
-    if branch_free_prelu(model):
-        note = ctx.route_notes.get((FORMAT.name, tag), "")  # an --auto-float rung may repeat
-        if ROUTE_NOTE not in note:
-            ctx.route_notes[(FORMAT.name, tag)] = f"{note}, {ROUTE_NOTE}" if note else ROUTE_NOTE
+    rewrites = ((ort_prelu.branch_free_prelu, ort_prelu.ROUTE_NOTE),
+                (ort_float_prelu.float_prelu_inputs, ort_float_prelu.ROUTE_NOTE))
+    applied = [note for rewrite, note in rewrites if rewrite(model)]  # in this order
+    for note in applied:
+        old = ctx.route_notes.get((FORMAT.name, tag), "")  # an --auto-float rung may repeat
+        if note not in old:
+            ctx.route_notes[(FORMAT.name, tag)] = f"{old}, {note}" if old else note
+    if applied:
         onnx.save(model, str(dst))
     elif src != dst:
         shutil.copyfile(src, dst)
