@@ -23,7 +23,7 @@ def xnnpack_quantizer(keep_float: tuple[str, ...] = (), is_qat: bool = False,
                       weight_qmax: int = 127, float_prelu_inputs: bool = False) -> Quantizer:
     """Symmetric INT8, per-channel weights in ``[-weight_qmax, weight_qmax]``; ``keep_float``
     module names (e.g. ``dw.0``) stay float; ``float_prelu_inputs``: a convolution whose PReLU
-    feeds only float convolutions returns float (``_FloatPreluInputs``)."""
+    feeds only float depthwise convolutions returns float (``_FloatPreluInputs``)."""
     from torchao.testing.pt2e._xnnpack_quantizer import (XNNPACKQuantizer,
                                                          get_symmetric_quantization_config)
 
@@ -99,7 +99,7 @@ class _KeepFloat(Quantizer):
 
 class _FloatPreluInputs(Quantizer):
     """Quantizes a convolution's input and weights but not its output where that output goes
-    to a PReLU read only by float (``--keep-float``) convolutions.
+    to a PReLU read only by float (``--keep-float``) depthwise convolutions.
 
     That is the function the onnxruntime QAT export runs there (``quantize.ort_float_prelu``:
     the integer accumulator scaled to float, no rounding before the PReLU), so QAT trains
@@ -120,7 +120,7 @@ class _FloatPreluInputs(Quantizer):
             prelu = _only_user(conv, torch.ops.aten.prelu.default)
             if conv.target not in _CONVS or prelu is None or "quantization_annotation" in conv.meta:
                 continue
-            if not prelu.users or not all(_is_float_conv(n) for n in prelu.users):
+            if not prelu.users or not all(_is_float_depthwise(n) for n in prelu.users):
                 continue
             x, weight, *rest = conv.args
             qspecs = {x: get_input_act_qspec(self.config), weight: get_weight_qspec(self.config)}
@@ -143,8 +143,13 @@ def _only_user(node: torch.fx.Node, target) -> torch.fx.Node | None:
     return users[0] if len(users) == 1 and users[0].target == target else None
 
 
-def _is_float_conv(node: torch.fx.Node) -> bool:
-    """A convolution ``_KeepFloat`` marked: annotated, with nothing quantized."""
+def _is_float_depthwise(node: torch.fx.Node) -> bool:
+    """A depthwise convolution ``_KeepFloat`` marked (annotated, nothing quantized): the
+    reader ``quantize.ort_float_prelu`` needs; a full conv would rather read INT8."""
     annotation = node.meta.get("quantization_annotation")
-    return (node.target in _CONVS and annotation is not None and not annotation.input_qspec_map
-            and annotation.output_qspec is None)
+    if node.target not in _CONVS or annotation is None or annotation.input_qspec_map \
+            or annotation.output_qspec is not None:
+        return False
+    groups = node.args[6] if len(node.args) > 6 else 1
+    value = node.meta.get("val")
+    return groups > 1 and value is not None and value.shape[1] == groups

@@ -112,7 +112,8 @@ def test_pt2e_keep_float(tiny):
 
 def test_pt2e_float_prelu_inputs(tiny):
     """Where a PReLU feeds only float depthwise convs, the conv before it keeps observed inputs
-    and an unobserved output (what the onnxruntime export computes); other convs keep theirs."""
+    and an unobserved output (what the onnxruntime export computes); other convs keep theirs,
+    also one whose PReLU feeds a float full conv (which the export leaves as it is)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     from quantize.pt2e import xnnpack_quantizer
@@ -120,7 +121,7 @@ def test_pt2e_float_prelu_inputs(tiny):
 
     keep = expand_layer_names(tiny.model, ("depthwise",))
 
-    def prelu_inputs(float_prelu_inputs):
+    def prelu_inputs(float_prelu_inputs, keep=keep):
         graph = torch.export.export(tiny.model, (tiny.to_tensor(np.zeros((2, 112, 112, 3), np.uint8)),)).module()
         prepared = prepare_pt2e(graph, xnnpack_quantizer(keep, float_prelu_inputs=float_prelu_inputs))
         convs = [n for n in prepared.graph.nodes if n.target == torch.ops.aten.conv2d.default]
@@ -132,6 +133,7 @@ def test_pt2e_float_prelu_inputs(tiny):
     assert quantized and not direct  # an observer between every quantized conv and its PReLU
     quantized, direct = prelu_inputs(True)
     assert direct and len(direct) < len(quantized)  # inputs observed, output not; others as before
+    assert not prelu_inputs(True, keep=("blocks.1.project.0",))[1]  # a float full conv reads it
 
 
 def test_qat_config_is_validated():
